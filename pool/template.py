@@ -1,0 +1,83 @@
+"""A parsed getblocktemplate answer. Pure: no I/O."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .btc.hashing import hex_to_hash
+from .btc.target import bits_to_target
+
+
+class TemplateError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateTx:
+    data: bytes  # raw transaction, witness serialization when it has one
+    txid: bytes  # internal byte order
+    wtxid: bytes
+    fee: int
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    height: int
+    prevhash: bytes  # internal byte order, as in the header
+    version: int
+    bits: int
+    target: int
+    curtime: int
+    mintime: int
+    coinbasevalue: int  # satoshis: subsidy plus fees
+    transactions: tuple[TemplateTx, ...]
+    witness_commitment: bytes | None  # the output script, from default_witness_commitment
+    longpollid: str | None
+    coinbaseaux: bytes = b""
+    node: str = ""  # the node that served it
+
+    @property
+    def prevhash_hex(self) -> str:
+        return self.prevhash[::-1].hex()
+
+    @property
+    def fees(self) -> int:
+        return sum(t.fee for t in self.transactions)
+
+    @classmethod
+    def from_gbt(cls, gbt: dict, node: str = "") -> "Template":
+        """Validate and parse Bitcoin Core's getblocktemplate result."""
+        try:
+            txs = []
+            for t in gbt["transactions"]:
+                txs.append(
+                    TemplateTx(
+                        data=bytes.fromhex(t["data"]),
+                        txid=hex_to_hash(t["txid"]),
+                        wtxid=hex_to_hash(t.get("hash", t["txid"])),
+                        fee=int(t.get("fee", 0)),
+                    )
+                )
+            wc = gbt.get("default_witness_commitment")
+            aux = gbt.get("coinbaseaux") or {}
+            aux_bytes = b"".join(bytes.fromhex(v) for v in aux.values() if isinstance(v, str))
+            bits = int(gbt["bits"], 16)
+            tpl = cls(
+                height=int(gbt["height"]),
+                prevhash=hex_to_hash(gbt["previousblockhash"]),
+                version=int(gbt["version"]),
+                bits=bits,
+                target=int(gbt["target"], 16) if "target" in gbt else bits_to_target(bits),
+                curtime=int(gbt["curtime"]),
+                mintime=int(gbt.get("mintime", 0)),
+                coinbasevalue=int(gbt["coinbasevalue"]),
+                transactions=tuple(txs),
+                witness_commitment=bytes.fromhex(wc) if wc else None,
+                longpollid=gbt.get("longpollid"),
+                coinbaseaux=aux_bytes,
+                node=node,
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise TemplateError(f"malformed getblocktemplate result: {e!r}") from None
+        if tpl.height < 1 or tpl.coinbasevalue < 0:
+            raise TemplateError("malformed getblocktemplate result: height or coinbasevalue out of range")
+        return tpl

@@ -1,0 +1,536 @@
+"""New-block detection from several independent sources, so one failing is
+not fatal. Every source reports to a callback ``hint(blockhash, source)``
+(display hex, or None when it only knows "something changed"):
+
+* :class:`LongPoller` -- ``getblocktemplate`` longpolling on one node; it
+  hands whole templates to ``on_template(template, "longpoll")``;
+* :class:`ZMQHashblock` -- a node's ``zmqpubhashblock`` publisher (pyzmq on
+  the reactor, no threads);
+* :class:`NotifyListener` -- a line protocol fed by ``hashcoop notify``,
+  which bitcoind runs with ``-blocknotify``;
+* :class:`BestHashPoller` -- ``getbestblockhash`` every ``interval`` seconds,
+  the cheap fallback.
+
+This module is also the ``hashcoop notify`` subcommand. bitcoind runs that
+for every block, so the module imports only the standard library at import
+time; Twisted and pyzmq are imported where they are used.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from functools import cache
+
+log = logging.getLogger("hashcoop.tipwatch")
+
+HASH_RE = re.compile(r"[0-9a-fA-F]{64}")
+# Must equal pool.config.WorkSection's default (a test checks it); notify does
+# not import pool.config, which pulls in pydantic.
+DEFAULT_NOTIFY_LISTEN = "tcp:3335:interface=127.0.0.1"
+NOTIFY_ENV = "HASHCOOP__WORK__NOTIFY_LISTEN"
+
+
+def _call_hint(hint, blockhash, source) -> None:
+    try:
+        hint(blockhash, source)
+    except Exception:  # a consumer bug must not kill the source
+        log.exception("tip hint from %s failed", source)
+
+
+# -- longpoll ---------------------------------------------------------------
+
+
+class _Loop:
+    """A repeating request: one in flight at a time, the next one scheduled
+    on ``clock`` when it is done; ``stop`` cancels both."""
+
+    def __init__(self, clock, name: str):
+        self.clock = clock
+        self.name = name
+        self._running = False
+        self._inflight = None
+        self._later = None
+        self._failing = False
+
+    def start(self) -> None:
+        self._running = True
+        self._poll()
+
+    def stop(self) -> None:
+        self._running = False
+        if self._later is not None and self._later.active():
+            self._later.cancel()
+        self._later = None
+        if self._inflight is not None:
+            self._inflight.cancel()
+
+    def _schedule(self, delay: float) -> None:
+        if self._running:
+            self._later = self.clock.callLater(delay, self._poll)
+
+    def _poll(self) -> None:
+        raise NotImplementedError
+
+
+class LongPoller(_Loop):
+    """Loops ``getblocktemplate`` with the last ``longpollid`` on one node.
+
+    The first call only learns a longpollid; every later answer (new tip, or
+    Core's "mempool changed" wake-up about once a minute) goes to
+    ``on_template(template, name)``. A longpoll that runs into ``timeout``
+    simply starts again; other errors retry with exponential backoff from
+    ``retry_min`` to ``retry_max``. A node that answers at once with an
+    unchanged longpollid is not longpolling: the next call waits
+    ``retry_min`` so the loop never spins.
+    """
+
+    def __init__(self, nodes, node_name: str, on_template, *, clock, timeout: float = 300.0,
+                 retry_min: float = 1.0, retry_max: float = 30.0, name: str = "longpoll"):
+        super().__init__(clock, name)
+        self.nodes = nodes
+        self.node_name = node_name
+        self.on_template = on_template
+        self.timeout = timeout
+        self.retry_min = retry_min
+        self.retry_max = retry_max
+        self.longpollid: str | None = None
+        self._delay = retry_min
+
+    def _poll(self) -> None:
+        self._later = None
+        if not self._running:
+            return
+        sent = self.longpollid
+        d = self.nodes.get_template_from(self.node_name, longpollid=sent, timeout=self.timeout if sent else None)
+        self._inflight = d
+        d.addCallbacks(self._got, self._failed, callbackArgs=(sent,))
+        d.addErrback(lambda f: log.error("longpoll on %s: %s", self.node_name, f.getTraceback()))
+
+    def _got(self, tpl, sent: str | None) -> None:
+        self._inflight = None
+        if self._failing:
+            log.warning("longpoll on %s works again", self.node_name)
+            self._failing = False
+        self._delay = self.retry_min
+        if tpl.longpollid is None:
+            log.warning("node %s gives no longpollid; longpolling it stops", self.node_name)
+            self._running = False
+            return
+        self.longpollid = tpl.longpollid
+        if sent is not None:
+            try:
+                self.on_template(tpl, self.name)
+            except Exception:
+                log.exception("longpoll template consumer failed")
+        if sent is not None and tpl.longpollid == sent:
+            self._schedule(self.retry_min)
+        elif self._running:
+            self._poll()
+
+    def _failed(self, f) -> None:
+        from twisted.internet.defer import CancelledError
+
+        from .rpc import RPCTimeout
+
+        self._inflight = None
+        if not self._running or f.check(CancelledError):
+            return
+        if f.check(RPCTimeout) and self.longpollid is not None:
+            self._poll()  # nothing happened for `timeout` seconds: ask again
+            return
+        if not self._failing:
+            log.warning("longpoll on %s failed, retrying with backoff: %s", self.node_name, f.value)
+            self._failing = True
+        delay, self._delay = self._delay, min(self._delay * 2, self.retry_max)
+        self._schedule(delay)
+
+
+# -- ZMQ ----------------------------------------------------------------------
+
+
+class ZMQHashblock:
+    """Subscribes to a node's ``zmqpubhashblock`` endpoint.
+
+    The SUB socket's ``zmq.FD`` is watched by the reactor as a read
+    descriptor (this object is the ``IReadDescriptor``). That FD is
+    edge-triggered: it only says "zmq state changed", so every wake-up
+    drains messages while ``zmq.EVENTS`` has ``POLLIN``, and the state is
+    checked once right after connecting. Messages are
+    ``[b"hashblock", hash (32 bytes, display order), sequence (4 bytes LE)]``;
+    a gap in the sequence is logged. Reconnecting is left to libzmq; ZMTP
+    heartbeats let it notice a dead publisher.
+    """
+
+    def __init__(self, reactor, endpoint: str, hint, *, name: str = "zmq", context=None,
+                 heartbeat_ms: int = 30_000):
+        self.reactor = reactor
+        self.endpoint = endpoint
+        self.hint = hint
+        self.name = name
+        self._context = context
+        self._own_context = False
+        self.heartbeat_ms = heartbeat_ms
+        self._sock = None
+        self._fd = -1
+        self.sequence: int | None = None
+        self.received = 0
+
+    def start(self) -> None:
+        import zmq
+
+        if self._context is None:
+            self._context = zmq.Context()
+            self._own_context = True
+        sock = self._context.socket(zmq.SUB)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVHWM, 1000)
+        sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, self.heartbeat_ms)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, self.heartbeat_ms * 3)
+        sock.setsockopt(zmq.SUBSCRIBE, b"hashblock")
+        try:
+            sock.connect(self.endpoint)
+        except zmq.ZMQError:
+            sock.close(linger=0)
+            self._close_context()
+            raise
+        self._sock = sock
+        self._fd = sock.getsockopt(zmq.FD)
+        self.reactor.addReader(self)
+        self.doRead()
+
+    def stop(self) -> None:
+        if self._sock is not None:
+            self.reactor.removeReader(self)
+            self._sock.close(linger=0)
+            self._sock = None
+            self._fd = -1
+        self._close_context()
+
+    def _close_context(self) -> None:
+        if self._own_context and self._context is not None:
+            self._context.term()
+            self._context = None
+            self._own_context = False
+
+    # IReadDescriptor
+    def fileno(self) -> int:
+        return self._fd
+
+    def logPrefix(self) -> str:
+        return f"zmq {self.endpoint}"
+
+    def connectionLost(self, reason) -> None:
+        """The reactor dropped us (shutdown): release the socket."""
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
+            self._fd = -1
+        self._close_context()
+
+    def doRead(self) -> None:
+        import zmq
+
+        while self._sock is not None and self._sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            try:
+                parts = self._sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            self._message(parts)
+
+    def _message(self, parts: list[bytes]) -> None:
+        if len(parts) != 3 or parts[0] != b"hashblock" or len(parts[1]) != 32 or len(parts[2]) != 4:
+            log.warning("%s: ignoring malformed message %r", self.endpoint, [p[:40] for p in parts])
+            return
+        seq = int.from_bytes(parts[2], "little")
+        if self.sequence is not None and seq != (self.sequence + 1) & 0xFFFFFFFF:
+            log.info("%s: hashblock sequence jumped from %d to %d (missed messages or node restart)", self.endpoint, self.sequence, seq)
+        self.sequence = seq
+        self.received += 1
+        _call_hint(self.hint, parts[1].hex(), self.name)
+
+
+# -- hashcoop notify listener -------------------------------------------------
+
+
+@cache
+def _notify_protocol_class():
+    """The listener's protocol class, built on first use so that importing
+    this module stays free of Twisted."""
+    from twisted.protocols.basic import LineOnlyReceiver
+    from twisted.protocols.policies import TimeoutMixin
+
+    class NotifyProtocol(LineOnlyReceiver, TimeoutMixin):
+        delimiter = b"\n"
+        MAX_LENGTH = 256
+
+        def connectionMade(self):
+            self.listener = self.factory.listener
+            self.callLater = self.listener.reactor.callLater
+            self.setTimeout(self.listener.idle_timeout)
+            self.listener.connections.add(self)
+
+        def connectionLost(self, reason):
+            self.setTimeout(None)
+            self.listener.connections.discard(self)
+
+        def timeoutConnection(self):
+            self.transport.loseConnection()
+
+        def lineReceived(self, line: bytes):
+            self.resetTimeout()
+            text = line.strip().decode("ascii", "replace")
+            if not text:
+                return
+            if HASH_RE.fullmatch(text):
+                self.listener.received += 1
+                _call_hint(self.listener.hint, text.lower(), self.listener.name)
+                self.sendLine(b"ok")
+            else:
+                self.sendLine(b"error: expected a block hash (64 hex digits)")
+
+        def lineLengthExceeded(self, line):
+            self.sendLine(b"error: line too long")
+            self.transport.loseConnection()
+
+    return NotifyProtocol
+
+
+class NotifyListener:
+    """Serves the ``hashcoop notify`` line protocol on a Twisted server
+    endpoint string (``tcp:3335:interface=127.0.0.1``,
+    ``unix:/run/hashcoop/notify.sock:lockfile=1``). One block hash (64 hex)
+    per line, answered ``ok``; anything else gets an ``error: ...`` line."""
+
+    def __init__(self, reactor, endpoint: str, hint, *, name: str = "notify", idle_timeout: float = 30.0):
+        self.reactor = reactor
+        self.endpoint = endpoint
+        self.hint = hint
+        self.name = name
+        self.idle_timeout = idle_timeout
+        self.port = None
+        self.connections: set = set()
+        self.received = 0
+
+    def start(self):
+        """Start listening; a Deferred firing with the listening port."""
+        from twisted.internet.endpoints import serverFromString
+        from twisted.internet.protocol import Factory
+
+        factory = Factory.forProtocol(_notify_protocol_class())
+        factory.noisy = False
+        factory.listener = self
+
+        def listening(port):
+            self.port = port
+            log.info("notify listener on %s", self.endpoint)
+            return port
+
+        return serverFromString(self.reactor, self.endpoint).listen(factory).addCallback(listening)
+
+    def stop(self):
+        from twisted.internet import defer
+
+        for p in list(self.connections):
+            p.transport.loseConnection()
+        port, self.port = self.port, None
+        if port is None:
+            return defer.succeed(None)
+        return defer.maybeDeferred(port.stopListening)
+
+
+# -- getbestblockhash poll -----------------------------------------------------
+
+
+class BestHashPoller(_Loop):
+    """``getbestblockhash`` (on the preferred node, with failover) every
+    ``interval`` seconds; hints when the answer changes. Polls never
+    overlap: the next one is scheduled when the last one is done."""
+
+    def __init__(self, nodes, hint, *, clock, interval: float = 1.0, name: str = "poll"):
+        super().__init__(clock, name)
+        self.nodes = nodes
+        self.hint = hint
+        self.interval = interval
+        self.last: str | None = None
+
+    def _poll(self) -> None:
+        self._later = None
+        if not self._running:
+            return
+        d = self.nodes.best_block_hash()
+        self._inflight = d
+        d.addCallbacks(self._got, self._failed)
+        d.addErrback(lambda f: log.error("best hash poll: %s", f.getTraceback()))
+
+    def _next(self) -> None:
+        self._inflight = None
+        self._schedule(self.interval)
+
+    def _got(self, blockhash) -> None:
+        if self._failing:
+            log.warning("getbestblockhash answers again")
+            self._failing = False
+        if isinstance(blockhash, str) and HASH_RE.fullmatch(blockhash):
+            blockhash = blockhash.lower()
+            if blockhash != self.last:
+                self.last = blockhash
+                _call_hint(self.hint, blockhash, self.name)
+        else:
+            log.warning("getbestblockhash returned %r", blockhash)
+        self._next()
+
+    def _failed(self, f) -> None:
+        from twisted.internet.defer import CancelledError
+
+        if f.check(CancelledError) and not self._running:
+            self._inflight = None
+            return
+        if not self._failing:
+            log.warning("getbestblockhash poll failing: %s", f.value)
+            self._failing = True
+        self._next()
+
+
+# -- hashcoop notify (client side) ----------------------------------------------
+
+
+def split_endpoint(description: str) -> tuple[str, list[str], dict[str, str]]:
+    """Split a Twisted endpoint string into (type, positional args, keyword
+    args), honouring backslash escapes (``tcp:3335:interface=\\:\\:1``)."""
+    parts: list[str] = []
+    cur: list[str] = []
+    it = iter(description)
+    for ch in it:
+        if ch == "\\":
+            cur.append(next(it, ""))
+        elif ch == ":":
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    parts.append("".join(cur))
+    args: list[str] = []
+    kwargs: dict[str, str] = {}
+    for p in parts[1:]:
+        if "=" in p:
+            k, v = p.split("=", 1)
+            kwargs[k] = v
+        else:
+            args.append(p)
+    return parts[0], args, kwargs
+
+
+def client_address(description: str) -> tuple[str, object]:
+    """Where to connect to reach a listener on ``description``: a server
+    endpoint string (``tcp:3335:interface=127.0.0.1``, ``unix:/path``) or a
+    client one (``tcp:host=127.0.0.1:port=3335``). Returns ("tcp", (host,
+    port)) or ("unix", path); ValueError for other endpoint types."""
+    kind, args, kw = split_endpoint(description.strip())
+    if kind in ("tcp", "tcp6"):
+        port_s = kw.get("port") or next((a for a in args if a.isdigit()), None)
+        if not port_s or not port_s.isdigit() or not 0 < int(port_s) < 65536:
+            raise ValueError(f"no port in endpoint {description!r}")
+        host = kw.get("host") or kw.get("interface") or ("::1" if kind == "tcp6" else "127.0.0.1")
+        # A listener on every interface is reached over loopback.
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+        return "tcp", (host, int(port_s))
+    if kind == "unix":
+        path = kw.get("address") or kw.get("path") or (args[0] if args else "")
+        if not path:
+            raise ValueError(f"no path in endpoint {description!r}")
+        return "unix", path
+    raise ValueError(f"cannot connect to a {kind!r} endpoint; give --endpoint tcp:host=HOST:port=PORT or unix:PATH")
+
+
+def notify_listen_from_config(path: str, env=None) -> str:
+    """``work.notify_listen`` from the TOML file (and the environment
+    override), without validating the rest of the configuration."""
+    import tomllib
+
+    env = os.environ if env is None else env
+    if NOTIFY_ENV in env:
+        return env[NOTIFY_ENV]
+    with open(path, "rb") as f:
+        data = tomllib.load(f)
+    work = data.get("work") or {}
+    value = work.get("notify_listen", DEFAULT_NOTIFY_LISTEN) if isinstance(work, dict) else DEFAULT_NOTIFY_LISTEN
+    if not isinstance(value, str):
+        raise ValueError("work.notify_listen must be a string")
+    return value
+
+
+def send_notify(address: tuple[str, object], blockhash: str, timeout: float = 4.0) -> str:
+    """Send one hash to a listener and return its answer line. Raises
+    OSError (incl. timeouts) when the pool cannot be reached."""
+    import socket
+
+    kind, where = address
+    if kind == "unix":
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(where)
+        except BaseException:
+            sock.close()
+            raise
+    else:
+        sock = socket.create_connection(where, timeout=timeout)
+    with sock:
+        sock.sendall(blockhash.encode() + b"\n")
+        answer = b""
+        while b"\n" not in answer and len(answer) < 1024:
+            chunk = sock.recv(1024)
+            if not chunk:
+                break
+            answer += chunk
+    return answer.split(b"\n", 1)[0].decode("utf-8", "replace").strip()
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "notify",
+        help="tell a running pool about a new block (for bitcoind -blocknotify)",
+        description="Send BLOCKHASH to the pool's notify listener (work.notify_listen). "
+        'Use as bitcoind -blocknotify="hashcoop notify -c /etc/hashcoop.toml %s".',
+    )
+    p.add_argument("-c", "--config", help="the pool's configuration file (for work.notify_listen)")
+    p.add_argument("--endpoint", help="listener to reach instead of the config's, e.g. tcp:host=127.0.0.1:port=3335 or unix:/run/hashcoop/notify.sock")
+    p.add_argument("--timeout", type=float, default=4.0, help="seconds to wait for the pool (default 4)")
+    p.add_argument("blockhash", metavar="BLOCKHASH", help="the new block's hash (64 hex digits)")
+    p.set_defaults(func=run_notify)
+
+
+def run_notify(args) -> int:
+    """Exit status: 0 the pool took it, 1 the pool answered with an error,
+    2 bad arguments or configuration, 3 the pool could not be reached."""
+    def fail(code: int, msg: str) -> int:
+        print(f"hashcoop notify: {msg}", file=sys.stderr)
+        return code
+
+    if not HASH_RE.fullmatch(args.blockhash):
+        return fail(2, f"not a block hash: {args.blockhash!r}")
+    desc = args.endpoint
+    if desc is None:
+        if not args.config:
+            return fail(2, "give -c CONFIG or --endpoint")
+        try:
+            desc = notify_listen_from_config(args.config)
+        except (OSError, ValueError) as e:  # tomllib.TOMLDecodeError is a ValueError
+            return fail(2, f"cannot read work.notify_listen from {args.config}: {e}")
+        if not desc:
+            return fail(2, f"the notify listener is disabled in {args.config} (work.notify_listen is empty)")
+    try:
+        address = client_address(desc)
+    except ValueError as e:
+        return fail(2, str(e))
+    try:
+        answer = send_notify(address, args.blockhash.lower(), timeout=args.timeout)
+    except OSError as e:
+        where = address[1] if address[0] == "unix" else "%s:%s" % address[1]
+        return fail(3, f"the pool is not reachable at {where}: {e.strerror or e}")
+    if answer != "ok":
+        return fail(1, f"the pool answered {answer!r}")
+    return 0

@@ -1,0 +1,311 @@
+"""``WorkSource``: keeps the template the pool mines on, refreshes it, and
+turns new-tip hints into new templates as fast as possible.
+
+``listener(template, clean)`` is called with ``clean=True`` as soon as a
+template on a new previous block is known, and with ``clean=False`` for a
+periodic refresh (new transactions and fees, later time) or a longpoll
+answer on the same tip.
+
+Hints from every source (longpoll, ZMQ, ``hashcoop notify``, the
+getbestblockhash poll) go through :meth:`WorkSource.hint`:
+
+* a hint for the block we already build on, or for a tip we have already
+  moved past, is ignored;
+* otherwise a template fetch starts at once; hints that arrive while one is
+  in flight coalesce into it, plus a single follow-up fetch if any of them
+  names a block the fetched template does not build on.
+
+Which template wins when answers disagree (several nodes, answers crossing
+each other):
+
+* a higher template height always wins (a new tip);
+* a different tip at the same or a lower height is taken only from the node
+  the current template came from (a reorg there) or when that node is down
+  (failover); otherwise it is a lagging or competing node and is ignored;
+* an answer to a request sent before the current template was installed
+  never moves the tip back (two answers crossing).
+
+When every node is down the last template stays current and fetches are
+retried with backoff; the state change is logged once, not per attempt.
+"""
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from typing import Callable, Iterable
+
+from twisted.application.service import Service
+from twisted.internet import defer
+
+from .btc.target import bits_difficulty
+from .template import Template
+from .tipwatch import BestHashPoller, LongPoller, NotifyListener, ZMQHashblock
+
+log = logging.getLogger("hashcoop.work")
+
+# Sources whose template on the same tip is passed on with clean=False.
+_REFRESH_SOURCES = frozenset({"refresh", "longpoll", "retry"})
+_REMEMBER = 64  # tips and hint times kept for de-duplication
+
+
+class WorkSource(Service):
+    name = "work"
+
+    def __init__(
+        self,
+        reactor,
+        nodes,
+        listener: Callable[[Template, bool], None],
+        *,
+        refresh_interval: float = 30.0,
+        poll_interval: float | None = 1.0,
+        longpoll: bool | Iterable[str] = True,
+        zmq_endpoints: Iterable[str] = (),
+        notify_endpoint: str | None = None,
+        metrics=None,
+        clock=None,
+        longpoll_timeout: float = 300.0,
+        retry_min: float = 0.5,
+        retry_max: float = 5.0,
+    ):
+        """``longpoll``: True for every node, False for none, or the names
+        of the nodes to longpoll. ``poll_interval`` None or 0 disables the
+        getbestblockhash poll. ``clock`` (default: ``reactor``) runs every
+        timer."""
+        self.reactor = reactor
+        self.clock = clock if clock is not None else reactor
+        self.nodes = nodes
+        self.listener = listener
+        self.refresh_interval = refresh_interval
+        self.metrics = metrics
+        self.retry_min = retry_min
+        self.retry_max = retry_max
+
+        self.current: Template | None = None
+        self.current_since: float | None = None
+        self.tip_seen_at: float | None = None
+
+        self._fetching: defer.Deferred | None = None
+        self._hints_during_fetch: set[str | None] = set()
+        self._refresh_due = False
+        self._refresh_call = None
+        self._retry_call = None
+        self._retry_delay = retry_min
+        self._down = False
+        self._ready: list[defer.Deferred] = []
+        self._past_tips: OrderedDict[str, None] = OrderedDict()
+        self._first_hint: OrderedDict[str, tuple[float, str]] = OrderedDict()
+
+        self.sources: list = []
+        if longpoll is True:
+            lp_nodes = list(nodes.names)
+        elif longpoll is False:
+            lp_nodes = []
+        else:
+            lp_nodes = list(longpoll)
+        for name in lp_nodes:
+            self.sources.append(LongPoller(nodes, name, self.offer_template, clock=self.clock, timeout=longpoll_timeout))
+        for ep in zmq_endpoints:
+            self.sources.append(ZMQHashblock(reactor, ep, self.hint))
+        if notify_endpoint:
+            self.sources.append(NotifyListener(reactor, notify_endpoint, self.hint))
+        if poll_interval:
+            self.sources.append(BestHashPoller(nodes, self.hint, clock=self.clock, interval=poll_interval))
+
+        if metrics is not None:
+            metrics.template_age_seconds.set_function(self.template_age)
+
+    # -- public --------------------------------------------------------------
+
+    def template_age(self) -> float:
+        """Seconds since the current template was installed (0 without one)."""
+        if self.current_since is None:
+            return 0.0
+        return max(0.0, self.clock.seconds() - self.current_since)
+
+    def ready(self) -> defer.Deferred:
+        """Fires with the first template (at once if there is one)."""
+        if self.current is not None:
+            return defer.succeed(self.current)
+        d = defer.Deferred()
+        self._ready.append(d)
+        return d
+
+    def hint(self, blockhash: str | None, source: str) -> None:
+        """A source believes there is a new best block (display hex, or None
+        when it does not know which)."""
+        if not self.running:
+            return
+        if blockhash is not None:
+            blockhash = blockhash.lower()
+            if self.current is not None and blockhash == self.current.prevhash_hex:
+                return
+            if blockhash in self._past_tips:
+                return
+            if blockhash not in self._first_hint:
+                self._first_hint[blockhash] = (self.clock.seconds(), source)
+                while len(self._first_hint) > _REMEMBER:
+                    self._first_hint.popitem(last=False)
+        if self._fetching is not None:
+            self._hints_during_fetch.add(blockhash)
+            return
+        self._fetch("hint")
+
+    def offer_template(self, template: Template, source: str) -> None:
+        """A template that arrived on its own (longpoll)."""
+        if not self.running:
+            return
+        self._count_fetched(template)
+        self._offer(template, source, requested_at=None)
+
+    # -- fetching ------------------------------------------------------------
+
+    def _fetch(self, reason: str) -> None:
+        if self._retry_call is not None and self._retry_call.active():
+            self._retry_call.cancel()
+        self._retry_call = None
+        self._hints_during_fetch = set()
+        requested_at = self.clock.seconds()
+        d = self.nodes.get_template()
+        self._fetching = d
+        d.addCallbacks(self._fetched, self._fetch_failed, callbackArgs=(reason, requested_at), errbackArgs=(reason,))
+        d.addErrback(lambda f: log.error("template fetch: %s", f.getTraceback()))
+
+    def _fetched(self, tpl: Template, reason: str, requested_at: float) -> None:
+        self._fetching = None
+        self._retry_delay = self.retry_min
+        if self._down:
+            log.warning("templates again, from %s (height %d)", tpl.node, tpl.height)
+            self._down = False
+        if self._refresh_due:
+            self._refresh_due = False
+            if reason == "hint":
+                reason = "refresh"
+        self._count_fetched(tpl)
+        self._offer(tpl, reason, requested_at)
+        self._schedule_refresh()
+        if self.running and self.current is not None:
+            tip = self.current.prevhash_hex
+            if any(h is None or (h != tip and h not in self._past_tips) for h in self._hints_during_fetch):
+                self._fetch("hint")
+
+    def _fetch_failed(self, f, reason: str) -> None:
+        self._fetching = None
+        if f.check(defer.CancelledError) and not self.running:
+            return
+        if not self._down:
+            self._down = True
+            if self.current is None:
+                log.error("no node serves a template yet, retrying: %s", f.value)
+            else:
+                log.error("no node serves templates; keeping the last one (height %d), retrying: %s", self.current.height, f.value)
+        if self.running:
+            delay, self._retry_delay = self._retry_delay, min(self._retry_delay * 2, self.retry_max)
+            self._retry_call = self.clock.callLater(delay, self._fetch, "retry")
+
+    def _refresh(self) -> None:
+        self._refresh_call = None
+        if self._fetching is not None:
+            self._refresh_due = True
+        elif self._retry_call is None:
+            self._fetch("refresh")
+
+    def _schedule_refresh(self) -> None:
+        if self._refresh_call is not None and self._refresh_call.active():
+            self._refresh_call.cancel()
+        self._refresh_call = self.clock.callLater(self.refresh_interval, self._refresh) if self.running else None
+
+    def _count_fetched(self, tpl: Template) -> None:
+        if self.metrics is not None:
+            self.metrics.templates_fetched.labels(node=tpl.node).inc()
+
+    # -- choosing the template -------------------------------------------------
+
+    def _offer(self, tpl: Template, source: str, requested_at: float | None) -> None:
+        cur = self.current
+        if cur is None:
+            self._install(tpl, True, source)
+        elif tpl.prevhash == cur.prevhash:
+            if source in _REFRESH_SOURCES:
+                self._install(tpl, False, source)
+        elif tpl.height > cur.height:
+            self._install(tpl, True, source)
+        elif requested_at is not None and self.current_since is not None and requested_at < self.current_since:
+            log.debug("ignoring an answer from %s requested before the current template", tpl.node)
+        elif tpl.node == cur.node or not self._node_healthy(cur.node):
+            log.warning("tip moved back to %s at height %d (node %s)", tpl.prevhash_hex, tpl.height, tpl.node)
+            self._install(tpl, True, source)
+        else:
+            log.info("node %s builds on %s at height %d, behind or beside %s at %d; ignored",
+                     tpl.node, tpl.prevhash_hex, tpl.height, cur.prevhash_hex, cur.height)
+
+    def _node_healthy(self, name: str) -> bool:
+        try:
+            return self.nodes.is_healthy(name)
+        except KeyError:
+            return False
+
+    def _install(self, tpl: Template, clean: bool, source: str) -> None:
+        now = self.clock.seconds()
+        previous = self.current
+        self.current = tpl
+        self.current_since = now
+        if clean:
+            tip = tpl.prevhash_hex
+            self._past_tips[tip] = None
+            self._past_tips.move_to_end(tip)
+            while len(self._past_tips) > _REMEMBER:
+                self._past_tips.popitem(last=False)
+            first = self._first_hint.pop(tip, None)
+            self.tip_seen_at = first[0] if first else now
+            seen_by = first[1] if first else source
+            if previous is not None:
+                log.info("new tip %s, height %d, first seen by %s, template from %s", tip, tpl.height, seen_by, tpl.node)
+                if self.metrics is not None:
+                    self.metrics.new_tips.labels(source=seen_by).inc()
+            else:
+                log.info("first template: height %d on %s from %s", tpl.height, tip, tpl.node)
+        if self.metrics is not None:
+            self.metrics.template_height.set(tpl.height)
+            self.metrics.network_difficulty.set(bits_difficulty(tpl.bits))
+        self._schedule_refresh()
+        waiters, self._ready = self._ready, []
+        for d in waiters:
+            d.callback(tpl)
+        try:
+            self.listener(tpl, clean)
+        except Exception:
+            log.exception("template listener failed")
+
+    # -- service ---------------------------------------------------------------
+
+    def startService(self):
+        Service.startService(self)
+        self._fetch("startup")
+        for s in self.sources:
+            try:
+                started = s.start()
+            except Exception as e:
+                log.error("tip source %s failed to start: %s", type(s).__name__, e)
+                continue
+            if isinstance(started, defer.Deferred):
+                started.addErrback(lambda f, s=s: log.error("tip source %s failed to start: %s", type(s).__name__, f.value))
+
+    def stopService(self):
+        Service.stopService(self)
+        for call in (self._refresh_call, self._retry_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._refresh_call = self._retry_call = None
+        if self._fetching is not None:
+            self._fetching.cancel()
+        stops = []
+        for s in self.sources:
+            try:
+                r = s.stop()
+            except Exception:
+                log.exception("stopping %s", type(s).__name__)
+                continue
+            if isinstance(r, defer.Deferred):
+                stops.append(r)
+        return defer.gatherResults(stops, consumeErrors=True).addCallback(lambda _: None)

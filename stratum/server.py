@@ -1,0 +1,555 @@
+"""The Stratum server: listening ports, sessions, job broadcast, limits.
+
+``StratumServer`` is a Twisted Service built by the wiring point with
+everything it needs passed in (reactor, config, job manager, sink, metrics,
+block submitter). It owns no global state.
+
+Protection from hostile peers:
+* per-IP connection cap (our own: Twisted's LimitConnectionsByPeer never
+  decrements correctly), with configurable exempt networks;
+* handshake deadlines: subscribe, then authorize (one timer per connection,
+  only during the handshake);
+* idle sweep: authorized miners with no accepted share for ``idle_timeout``;
+* flooding (``stratum.flood``): fresh work, then a disconnect, for mostly
+  invalid shares; a disconnect for rejects faster than the configured rate;
+  a temporary ban of IPs disconnected for flooding again and again;
+* a large listen backlog for reconnect storms.
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections import Counter, OrderedDict, deque
+
+from twisted.application.service import Service
+from twisted.internet.posixbase import PosixReactorBase
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import LoopingCall
+
+from pool.btc.address import AddressError, address_to_script
+from pool.btc.block import parse_header
+from pool.btc.hashing import hash_to_hex
+from pool.btc.target import DIFF1_TARGET
+from pool.events import BlockFound, ShareAccepted, ShareRejected
+from pool.jobs import JobManager
+from pool.shares import Reject, validate_share
+from pool.vardiff import Vardiff
+
+from .extranonce import Extranonce1Allocator
+from .flood import BAN, DISCONNECT, NEW_WORK, RATE, BanList, FloodPolicy
+from .protocol import StratumProtocol
+from .session import MinerSession
+from .transport import listen
+
+log = logging.getLogger("hashcoop.stratum")
+
+SWEEP_INTERVAL = 1.0
+SWEEP_SLICES = 10  # the sweep runs every SWEEP_INTERVAL / SWEEP_SLICES over a tenth of the sessions
+_INF = float("inf")
+
+
+class StratumFactory(Factory):
+    def __init__(self, server: "StratumServer", port):
+        self.server = server
+        self.port = port
+
+    def buildProtocol(self, addr):
+        ip = getattr(addr, "host", "") or "unix"
+        refused = self.server.refusal(ip)
+        if refused is None:
+            return StratumProtocol(self.server, self.port, ip, self.server.max_line)
+        if refused == "stale-template":
+            return Farewell(STALE_TEMPLATE_MESSAGE)  # a miner (not an attacker): tell it why
+        return None  # Twisted closes the socket at once
+
+
+# what a miner refused for a stale template reads (cgminer & co. show client.show_message)
+STALE_TEMPLATE_MESSAGE = b'{"id":null,"method":"client.show_message","params":["This pool has no current work ' \
+                         b'(its Bitcoin node does not answer): connect to a backup pool"]}\n'
+
+
+class Farewell(Protocol):
+    """A refused connection that is told why, then closed."""
+
+    def __init__(self, line: bytes):
+        self.line = line
+
+    def connectionMade(self):
+        self.transport.write(self.line)
+        self.transport.loseConnection()
+
+
+class StratumServer(Service):
+    name = "stratum"
+
+    def __init__(self, *, reactor, config, jobs: JobManager, sink, metrics=None, block_submitter=None, clock=None, work=None):
+        self.reactor = reactor
+        self.clock = clock or reactor
+        self.config = config
+        sc = config.stratum
+        self.jobs = jobs
+        self.sink = sink
+        self.metrics = metrics
+        # the share check, timed one call in every few when there are metrics
+        self.validate_share = metrics.share_validation.wrap(validate_share) if metrics is not None else validate_share
+        self.block_submitter = block_submitter
+        self.work = work  # optional WorkSource, for tip_seen_at
+        self.network = config.network
+        self.network_name = self.network.name
+        self.extranonce2_size = config.pool.extranonce2_size
+        self.version_mask = int(sc.version_rolling_mask, 16)
+        self.max_line = sc.max_line_length
+        self.subscribe_timeout = sc.subscribe_timeout
+        self.authorize_timeout = sc.authorize_timeout
+        self.idle_timeout = sc.idle_timeout
+        self.allow_password_difficulty = sc.allow_password_difficulty
+        self.max_per_ip = sc.max_connections_per_ip
+        self.max_template_age = sc.max_template_age
+        self.exempt = [ipaddress.ip_network(n, strict=False) for n in sc.connection_limit_exempt]
+        self.vardiff_cfg = config.vardiff
+        fc = sc.flood
+        self.flood = FloodPolicy.from_config(fc) if fc.enabled else None
+        self.bans = BanList.from_config(fc)
+        if metrics is not None:
+            metrics.banned_peers.set_function(lambda: self.bans.count(self.now()))
+        self.extranonce = Extranonce1Allocator(config.pool.instance_id)
+        self.sessions: set[MinerSession] = set()
+        self.ready: dict[MinerSession, None] = {}  # insertion-ordered set of sessions receiving jobs
+        self.per_ip: Counter[str] = Counter()
+        self._addresses: dict[str, str | None] = {}  # address -> itself when valid, None when not
+        self._texts: dict[str, str] = {}
+        self.listeners: list = []
+        self._deadlines: dict[float, deque] = {}  # seconds -> FIFO of (due, session, reason)
+        self._deadline_call = None
+        self._sweep_todo: list[MinerSession] = []
+        self._sweep_slice = 1
+        self._sweeper = LoopingCall(self._sweep)
+        self._sweeper.clock = self.clock
+        self._refusing_stale = False  # new miners refused for a stale template (logged once per episode)
+        self._started_at: float | None = None
+        self.blocks_found = 0
+        self._block_hashes: OrderedDict[str, None] = OrderedDict()  # blocks found lately (display hex)
+        # labelled metric children, looked up once (labels() costs more than inc())
+        self._port_counters: dict[int, tuple] = {}
+        self._reject_counters: dict[str, object] = {}
+
+    # -- service -------------------------------------------------------------
+    def startService(self) -> None:
+        super().startService()
+        self._started_at = self.now()
+        sc = self.config.stratum
+        lean = isinstance(self.reactor, PosixReactorBase)  # a real reactor: lean transports
+        for port in sc.ports:
+            factory = StratumFactory(self, port)
+            if lean:
+                lp = listen(self.reactor, port.port, factory, backlog=sc.backlog, interface=port.bind,
+                            reuse_port=sc.reuse_port)
+            else:
+                lp = self.reactor.listenTCP(port.port, factory, backlog=sc.backlog, interface=port.bind)
+            self.listeners.append(lp)
+            log.info("stratum listening on %s:%d (difficulty start %g, min %g, max %g)", port.bind,
+                     lp.getHost().port, port.start_difficulty, port.min_difficulty, port.max_difficulty)
+        self._sweeper.start(SWEEP_INTERVAL / SWEEP_SLICES, now=False)
+
+    def stopService(self):
+        super().stopService()
+        if self._sweeper.running:
+            self._sweeper.stop()
+        if self._deadline_call is not None and self._deadline_call.active():
+            self._deadline_call.cancel()
+        self._deadline_call = None
+        for s in list(self.sessions):
+            s.proto.close("shutdown")
+        from twisted.internet.defer import gatherResults, maybeDeferred
+
+        ds = [maybeDeferred(lp.stopListening) for lp in self.listeners]
+        self.listeners = []
+        return gatherResults(ds)
+
+    def listening_ports(self) -> list[int]:
+        return [lp.getHost().port for lp in self.listeners]
+
+    def now(self) -> float:
+        return self.clock.seconds()
+
+    # -- connection admission -----------------------------------------------
+    def admit(self, ip: str) -> bool:
+        return self.refusal(ip) is None
+
+    def refusal(self, ip: str) -> str | None:
+        """None when a new connection from ``ip`` may start a session (it is
+        then counted), else the reason it is refused (logged, counted)."""
+        if self.bans.bans:
+            ban = self.bans.banned(ip, self.now())
+            if ban is not None:
+                self._refused_banned(ip, ban)
+                return "banned"
+        if self.per_ip[ip] >= self.max_per_ip and not self._exempt(ip):
+            self.count_refused("per-ip-limit", ip)
+            return "per-ip-limit"
+        if self.max_template_age and self.work is not None:
+            # without any template yet (a start while every node is down) the
+            # age counts from the start: such a pool has no work to give
+            since = getattr(self.work, "current_since", None)
+            if since is None:
+                since = self._started_at
+            if since is not None and self.now() - since > self.max_template_age:
+                # the nodes stopped answering: miners already here keep the
+                # last work; new ones are better served by a backup pool
+                if not self._refusing_stale:
+                    self._refusing_stale = True
+                    log.warning("the template is %.0f s old%s (stratum.max_template_age %g s): new miners are refused until "
+                                "a node serves a fresh one; connected miners keep the last work", self.now() - since,
+                                "" if self.work.current_since is not None else " (none yet since the start)",
+                                self.max_template_age)
+                self.count_refused("stale-template", ip)
+                return "stale-template"
+            if self._refusing_stale:
+                self._refusing_stale = False
+                log.warning("the template is fresh again: new miners are admitted")
+        self.per_ip[ip] += 1
+        return None
+
+    def _refused_banned(self, ip: str, ban) -> None:
+        if self.metrics:
+            self.metrics.connections_refused.labels("banned").inc()
+        n = self.bans.refused(ban, self.now())
+        if n:  # the first refusal of a ban, then one line a minute at most
+            log.info("refused %d connection%s from %s: banned for flooding for another %ds", n, "s" if n > 1 else "", ip,
+                     max(0, round(ban.until - self.now())))
+
+    def _exempt(self, ip: str) -> bool:
+        if not self.exempt:
+            return False
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(addr in net for net in self.exempt)
+
+    def open_session(self, proto: StratumProtocol) -> MinerSession:
+        s = MinerSession(self, proto, proto.port, proto.ip, self.now())
+        self.sessions.add(s)
+        if self.metrics:
+            self.metrics.connections.labels(str(proto.port.port)).inc()
+        self.set_deadline(s, self.subscribe_timeout, "subscribe-timeout")
+        return s
+
+    def close_session(self, s: MinerSession) -> None:
+        if s not in self.sessions:
+            return
+        self.sessions.discard(s)
+        self.ready.pop(s, None)
+        self.clear_deadline(s)
+        if s.en1:
+            self.extranonce.release(s.en1)
+        self.per_ip[s.ip] -= 1
+        if self.per_ip[s.ip] <= 0:
+            del self.per_ip[s.ip]
+        if self.metrics:
+            port = str(s.port.port)
+            self.metrics.connections.labels(port).dec()
+            if s.authorized:
+                self.metrics.workers_authorized.labels(port).dec()
+
+    def set_deadline(self, s: MinerSession, seconds: float, reason: str) -> None:
+        """Close ``s`` with ``reason`` unless the deadline is cleared or
+        replaced within ``seconds``. There is no timer per connection:
+        deadlines of one length fall due in the order they were set, so
+        each length keeps a FIFO, and one reactor call waits for the
+        earliest deadline of all."""
+        entry = (self.clock.seconds() + seconds, s, reason)
+        s.timer = entry
+        queue = self._deadlines.get(seconds)
+        if queue is None:
+            queue = self._deadlines[seconds] = deque()
+        queue.append(entry)
+        self._prune_deadlines()
+        self._arm_deadlines(entry[0])
+
+    def clear_deadline(self, s: MinerSession) -> None:
+        if s.timer is not None:
+            s.timer = None  # its queue entry is dropped when it comes up...
+            self._prune_deadlines()  # ...or now, if it is first: miners mostly finish their handshakes in order
+
+    def _prune_deadlines(self) -> None:
+        for queue in self._deadlines.values():
+            while queue and queue[0][1].timer is not queue[0]:
+                queue.popleft()
+
+    def _arm_deadlines(self, when: float) -> None:
+        call = self._deadline_call
+        if call is not None and call.active():
+            if call.getTime() <= when:
+                return
+            call.cancel()
+        self._deadline_call = self.clock.callLater(max(0.0, when - self.clock.seconds()), self._deadlines_due)
+
+    def _deadlines_due(self) -> None:
+        self._deadline_call = None
+        now = self.clock.seconds() + 1e-9  # a deadline is due at its time, whatever the float rounding
+        later = None
+        for queue in self._deadlines.values():
+            while queue:
+                entry = queue[0]
+                s = entry[1]
+                if s.timer is not entry:  # cleared or replaced
+                    queue.popleft()
+                    continue
+                if entry[0] > now:
+                    later = entry[0] if later is None else min(later, entry[0])
+                    break
+                queue.popleft()
+                s.timer = None
+                log.info("closing %s: %s", s.ip, entry[2])
+                s.proto.close(entry[2])
+        if later is not None:
+            self._arm_deadlines(later)
+
+    def _sweep(self) -> None:
+        """Idle check and vardiff tick for every ready session, at least once
+        every ``SWEEP_INTERVAL``: each call (every ``SWEEP_INTERVAL /
+        SWEEP_SLICES``) takes the next slice of a snapshot of the sessions,
+        so thousands of miners cost many short pauses rather than one long
+        one."""
+        todo = self._sweep_todo
+        now = self.now()
+        if not todo:
+            todo = self._sweep_todo = list(self.ready)
+            todo.reverse()  # popped from the end: oldest sessions first
+            self._sweep_slice = max(1, -(-len(todo) // SWEEP_SLICES))
+            if self.bans.bans or self.bans.strikes:
+                for ip in self.bans.expire(now):
+                    log.info("ban on %s for flooding expired", ip)
+        idle_before = now - self.idle_timeout
+        ready = self.ready
+        for _ in range(min(self._sweep_slice, len(todo))):
+            s = todo.pop()
+            if s not in ready:
+                continue  # closed since the snapshot
+            if max(s.last_share_at, s.connected_at) < idle_before:
+                log.info("closing %s (%s): no share for %ds", s.ip, next(iter(s.workers), "?"), self.idle_timeout)
+                s.proto.close("idle-timeout")
+                continue
+            s.tick(now)
+
+    # -- shared state for sessions -------------------------------------------
+    def allocate_extranonce1(self) -> bytes:
+        return self.extranonce.allocate()
+
+    def valid_address(self, address: str) -> bool:
+        return self.shared_address(address) is not None
+
+    def shared_address(self, address: str) -> str | None:
+        """``address`` if it is valid on this network, else None; the string
+        returned is the one cached for it, so that the workers of one
+        payout address share it (a small pool has far more workers than
+        addresses)."""
+        known = self._addresses.get(address, False)
+        if known is False:
+            try:
+                address_to_script(address, self.network)
+                known = address
+            except AddressError:
+                known = None
+            if len(self._addresses) > 100_000:
+                self._addresses.clear()
+            self._addresses[address] = known
+        return known
+
+    def shared_text(self, text: str) -> str:
+        """One string object for texts many sessions repeat (user agents)."""
+        shared = self._texts.get(text)
+        if shared is None:
+            if len(self._texts) > 10_000:
+                self._texts.clear()
+            shared = self._texts[text] = text
+        return shared
+
+    def make_vardiff(self, s: MinerSession) -> Vardiff:
+        v = self.vardiff_cfg
+        return Vardiff(target_interval=v.target_interval, retarget_interval=v.retarget_interval, variance=v.variance,
+                       min_shares=v.min_shares, low=s.floor, high=s.port.max_difficulty, now=self.now())
+
+    def session_authorized(self, s: MinerSession) -> None:
+        if self.metrics:
+            self.metrics.workers_authorized.labels(str(s.port.port)).inc()
+
+    def session_ready(self, s: MinerSession) -> None:
+        self.ready[s] = None
+        job = self.jobs.current
+        if job is not None:
+            s.send_job(job, job.notify_line(True))
+
+    # -- work ------------------------------------------------------------------
+    def on_template(self, template, clean: bool) -> None:
+        """WorkSource listener: build a job and send it to every miner."""
+        job, clean = self.jobs.new_job(template, clean)
+        self.broadcast(job, clean)
+
+    def broadcast(self, job, clean: bool) -> None:
+        line = job.notify_line(clean)
+        for s in list(self.ready):
+            s.send_job(job, line)
+        if self.metrics:
+            self.metrics.jobs_broadcast.labels("true" if clean else "false").inc()
+            self.metrics.template_height.set(job.height)
+            self.metrics.network_difficulty.set(job.network_difficulty)
+            if clean and self.work is not None and getattr(self.work, "tip_seen_at", None):
+                self.metrics.tip_to_notify_seconds.observe(max(0.0, self.now() - self.work.tip_seen_at))
+        log.debug("job %s height %d sent to %d miners (clean=%s)", job.id, job.height, len(self.ready), clean)
+
+    # -- events ------------------------------------------------------------------
+    def share_accepted(self, s: MinerSession, worker, job, result, now: float) -> None:
+        h = result.hash_int
+        port = s.port.port
+        # positional, in field order: (time, address, worker, difficulty,
+        # share_difficulty, job_id, height, hash, network_difficulty,
+        # is_block, port, ip)
+        ev = ShareAccepted(
+            now, worker.address, worker.name, result.credit, DIFF1_TARGET / h if h else _INF, job.id, job.height,
+            h.to_bytes(32, "big").hex(), job.network_difficulty, result.is_block, port, s.ip,
+        )
+        if self.metrics:
+            counters = self._port_counters.get(port)
+            if counters is None:
+                counters = self._port_counters[port] = self._counters_for(port)
+            counters[0].inc()
+            counters[1].inc(result.credit)
+        self.sink.share_accepted(ev)
+        if result.is_block:
+            self.block_found(s, worker, job, result, now)
+
+    def _counters_for(self, port: int) -> tuple:
+        label = str(port)
+        return (self.metrics.shares_accepted.labels(label), self.metrics.share_difficulty_accepted.labels(label))
+
+    def share_rejected(self, s: MinerSession, worker, reason: str, params) -> None:
+        self.count_reject(reason)
+        job_id = params[1] if len(params) > 1 and type(params[1]) is str else None
+        now = self.now()
+        self.sink.share_rejected(ShareRejected(
+            time=now, reason=reason, address=worker.address if worker else None,
+            worker=worker.name if worker else None, difficulty=s.difficulty,
+            job_id=job_id[:64] if job_id else None, port=s.port.port, ip=s.ip,
+        ))
+        flood = self.flood
+        if flood is not None:
+            st = s.flood
+            if st is None:
+                st = s.flood = flood.new_state(now)
+            action = flood.on_reject(st, reason, now)
+            if action is not None:
+                self._flood_step(s, action, now)
+
+    def _flood_step(self, s: MinerSession, action: str, now: float) -> None:
+        """Carry out what the flood policy decided for session ``s``."""
+        who = f"{s.ip} ({next(iter(s.workers), 'not authorized')})"
+        if action == NEW_WORK:
+            if s.fresh_work():
+                self.count_flood(NEW_WORK)
+                log.info("flood: %s sent mostly invalid shares (%d%% or more of the last %d counted submits): "
+                         "fresh work sent", who, round(self.flood.invalid_fraction * 100), self.flood.window)
+                return
+            action = DISCONNECT  # nothing to re-send: not mining yet
+        self.count_flood(DISCONNECT)
+        if action == RATE:
+            reason = "reject-rate"
+            log.warning("flood: closing %s: rejected submits faster than %g a second (burst %d)", who, self.flood.rate,
+                        self.flood.burst)
+        else:
+            reason = "flood"
+            log.warning("flood: closing %s: mostly invalid shares again after fresh work", who)
+        s.proto.close(reason)
+        if self._exempt(s.ip):
+            log.info("flood: %s is in stratum.connection_limit_exempt: never banned", s.ip)
+            return
+        strikes = self.bans.strike(s.ip, now)
+        ban = self.bans.banned(s.ip, now)
+        if ban is not None and strikes >= self.bans.ban_after:
+            self.count_flood(BAN)
+            log.warning("flood: banning %s for %ds: %d flood disconnects within %ds", s.ip, round(self.bans.ban_seconds),
+                        strikes, round(self.bans.ban_period))
+
+    def _found(self, worker, job, result, now: float, h: str) -> BlockFound:
+        return BlockFound(
+            time=now, height=job.height, hash=h, prevhash=hash_to_hex(parse_header(result.header)["prevhash"]),
+            address=worker.address, worker=worker.name, reward=job.template.coinbasevalue,
+            share_difficulty=result.share_difficulty, network_difficulty=job.network_difficulty, job_id=job.id,
+            block_hex=job.build_block(result.coinbase, result.header).hex(),
+        )
+
+    def _remember_block(self, h: str) -> None:
+        self._block_hashes[h] = None
+        while len(self._block_hashes) > 10_000:
+            self._block_hashes.popitem(last=False)
+
+    def stale_block(self, s: MinerSession, worker, job, result) -> str | None:
+        """A share that meets the network target on a job a new tip replaced
+        (``validate_share`` said stale-job, with ``is_block``). Returns None
+        when the job's previous block is the tip again: the block is valid
+        and the caller credits and submits it like any other. Otherwise the
+        reject reason: ``duplicate`` for a block seen before, else
+        ``stale-job``, once the lost block is recorded (block journal,
+        status ``stale``; an error line; ``hashcoop_blocks_stale_total``)."""
+        h = hash_to_hex(result.hash)
+        if h in self._block_hashes:
+            return Reject.DUPLICATE
+        self._remember_block(h)
+        if job.prevhash == self.jobs.prevhash:
+            return None
+        tip = hash_to_hex(self.jobs.prevhash) if self.jobs.prevhash else "none"
+        found = self._found(worker, job, result, self.now(), h)
+        reason = f"its previous block {found.prevhash} is no longer the tip ({tip})"
+        log.error("stale block %d %s by %s.%s (%s): %s; not submitted", job.height, h, worker.address, worker.name, s.ip,
+                  reason)
+        if self.metrics:
+            self.metrics.blocks_stale.inc()
+        if self.block_submitter is not None:
+            self.block_submitter.record_stale(found, reason)
+        return Reject.STALE_JOB
+
+    def block_found(self, s: MinerSession, worker, job, result, now: float) -> None:
+        h = hash_to_hex(result.hash)
+        self._remember_block(h)
+        found = self._found(worker, job, result, now, h)
+        self.blocks_found += 1
+        if self.metrics:
+            self.metrics.blocks_found.inc()
+        self.sink.block_found(found)
+        if self.block_submitter is not None:
+            self.block_submitter.submit(found)
+        message = f"Block {job.height} found by {worker.name} ({worker.address[:12]}...): {h}"
+        for other in list(self.ready):
+            other.show_message(message)
+
+    # -- metrics helpers -----------------------------------------------------------
+    def count_reject(self, reason: str) -> None:
+        if self.metrics:
+            c = self._reject_counters.get(reason)
+            if c is None:
+                c = self._reject_counters[reason] = self.metrics.shares_rejected.labels(reason)
+            c.inc()
+
+    def count_disconnect(self, reason: str, ip: str) -> None:
+        if self.metrics:
+            self.metrics.disconnects.labels(reason).inc()
+        if reason not in ("shutdown",):
+            log.info("disconnect %s: %s", ip, reason)
+
+    def count_refused(self, reason: str, ip: str) -> None:
+        if self.metrics:
+            self.metrics.connections_refused.labels(reason).inc()
+        log.info("refused connection from %s: %s", ip, reason)
+
+    def count_flood(self, action: str) -> None:
+        if self.metrics:
+            self.metrics.flood_actions.labels(action).inc()
+
+    def count_retarget(self, up: bool) -> None:
+        if self.metrics:
+            self.metrics.vardiff_retargets.labels("up" if up else "down").inc()
+
+    def metrics_protocol_error(self, kind: str) -> None:
+        if self.metrics:
+            self.metrics.protocol_errors.labels(kind).inc()

@@ -1,0 +1,160 @@
+"""End to end over real sockets: the stand-in node and CPU miners run as
+`hashcoop` processes; the pool runs in this process on the real reactor so
+the test can read its events. Several miners mine until blocks are found."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import orjson
+from twisted.internet import defer, reactor, task
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.protocols.basic import LineReceiver
+from twisted.trial import unittest
+
+from pool.btc.target import DIFF1_TARGET, target_to_bits
+from pool.config import load_config
+from pool.events import MemorySink
+from pool.service import build_pool
+from tests.procs import DevNode, Miner, free_port
+
+POOL_ADDR = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
+MINERS = {
+    "bcrt1qqqqsyqcyq5rqwzqfpg9scrgwpugpzysnard0ew": ("fixed", "d=0.0002"),
+    "bcrt1psjw83ferk5eyapl0f5fpd8u50s2t39hxp4pzuttnugf0acxfwy4qwwea25": ("fixed2", "x,d=0.0004"),
+    "mfcHP2WMCVLsVZA8yrovmhMgxNFW9r98xw": ("vardiff", "x"),
+}
+NETWORK_DIFF = 0.002  # about 10 of the fixed-difficulty shares per block
+PROBES = 25
+
+
+class Probe(LineReceiver):
+    """A bare Stratum client that records when each notify arrives."""
+
+    delimiter = b"\n"
+    MAX_LENGTH = 1 << 20
+
+    def __init__(self, user):
+        self.user = user
+        self.notifies: list[tuple[float, list]] = []
+
+    def connectionMade(self):
+        self.sendLine(b'{"id":1,"method":"mining.subscribe","params":["probe/1"]}')
+        self.sendLine(orjson.dumps({"id": 2, "method": "mining.authorize", "params": [self.user, "x"]}))
+
+    def lineReceived(self, line):
+        msg = orjson.loads(line)
+        if msg.get("method") == "mining.notify":
+            self.notifies.append((time.monotonic(), msg["params"]))
+
+
+
+
+class PoolMiningTest(unittest.TestCase):
+    timeout = 240
+
+    def setUp(self):
+        self.tmp = Path(self.mktemp())
+        self.tmp.mkdir(parents=True)
+        bits = target_to_bits(int(DIFF1_TARGET / NETWORK_DIFF))
+        self.node = DevNode(self.tmp / "node", "--bits", f"{bits:08x}", "--mempool-rate", "240")
+        self.addCleanup(self.node.close)
+        self.port = free_port()
+        cfg = load_config(data={
+            "pool": {"network": "regtest", "address": POOL_ADDR, "coinbase_tag": "/e2e/", "data_dir": str(self.tmp / "pool")},
+            "nodes": [{"url": self.node.url, "cookie_file": self.node.cookie_path}],
+            "work": {"notify_listen": "", "refresh_interval": 5},
+            "stratum": {"ports": [{"port": self.port, "bind": "127.0.0.1", "start_difficulty": 0.0002,
+                                   "min_difficulty": 0.00005, "max_difficulty": 1}]},
+            "vardiff": {"target_interval": 1, "retarget_interval": 5},
+        }, env={})
+        self.sink = MemorySink()
+        self.pool = build_pool(cfg, reactor, sinks=[self.sink])
+        self.pool.service.startService()
+        self.addCleanup(self.pool.service.stopService)
+
+    @defer.inlineCallbacks
+    def until(self, predicate, limit, what):
+        deadline = time.monotonic() + limit
+        while not predicate():
+            if time.monotonic() > deadline:
+                self.fail(f"timed out waiting for {what}")
+            yield task.deferLater(reactor, 0.1, lambda: None)
+
+    @defer.inlineCallbacks
+    def test_miners_find_blocks_through_the_pool(self):
+        start_height = self.node.rpc("getblockcount")
+        yield self.until(lambda: self.pool.jobs.current is not None, 30, "the first template")
+        probes = []
+        for i in range(PROBES):
+            p = Probe(f"{POOL_ADDR}.probe{i}")
+            yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.port), p)
+            probes.append(p)
+            self.addCleanup(p.transport.loseConnection)
+        miners = {
+            addr: Miner(f"stratum+tcp://127.0.0.1:{self.port}", f"{addr}.{worker}", "-p", password, "--duration", "120",
+                        log=self.tmp / f"miner-{worker}.log")
+            for addr, (worker, password) in MINERS.items()
+        }
+        for m in miners.values():
+            self.addCleanup(lambda m=m: m.proc.poll() is None and m.proc.kill())
+
+        def credited(addr):
+            return [s for s in self.sink.accepted if s.address == addr]
+
+        # every miner gets jobs and has shares accepted; blocks are found
+        yield self.until(lambda: all(credited(a) for a in MINERS) and len(self.sink.blocks) >= 2, 150,
+                         "shares from every miner and two blocks")
+        yield self.until(lambda: sum(1 for s in self.sink.statuses if s.status in ("submitted", "confirmed")) >= 2, 30,
+                         "two blocks accepted by the node")
+        results = {a: m.stop() for a, m in miners.items()}
+
+        # shares were credited at the difficulty each miner was given
+        assert {s.difficulty for s in credited("bcrt1qqqqsyqcyq5rqwzqfpg9scrgwpugpzysnard0ew")} == {0.0002}
+        assert {s.difficulty for s in credited(list(MINERS)[1])} == {0.0004}
+        vardiff = credited("mfcHP2WMCVLsVZA8yrovmhMgxNFW9r98xw")
+        assert all(0.00005 <= s.difficulty <= 1 for s in vardiff)
+        for addr, r in results.items():
+            assert r["accepted"] >= 1 and r["rejected"] == 0, (addr, r)
+        for s in self.sink.accepted:
+            assert s.share_difficulty >= s.difficulty or s.is_block
+
+        # the node's tip advanced; each found block is in its chain and pays the pool
+        found = self.sink.blocks[0]
+        assert self.node.rpc("getblockcount") > start_height
+        block = self.node.rpc("getblock", found.hash, 2)
+        assert block["confirmations"] >= 1 and block["height"] == found.height
+        coinbase = block["tx"][0]
+        assert coinbase["vout"][0]["scriptPubKey"]["address"] == POOL_ADDR
+        assert round(coinbase["vout"][0]["value"] * 1e8) == found.reward
+        assert len(block["tx"]) >= 1
+
+        # every connected miner got a clean job building on each found block
+        latencies = []
+        for b in self.sink.blocks:
+            if not any(s.hash == b.hash and s.status in ("submitted", "confirmed") for s in self.sink.statuses):
+                continue
+            got = []
+            for p in probes:
+                clean = [t for t, params in p.notifies if params[8] and _prevhash(params[1]) == b.hash]
+                assert clean, f"probe without a clean job for block {b.hash}"
+                got.append(clean[0])
+            latencies.append(max(got) - _mono(b.time))
+        report = {"blocks": len(self.sink.blocks), "shares": len(self.sink.accepted), "probes": PROBES,
+                  "found_to_last_clean_job_ms": [round(x * 1000, 1) for x in latencies]}
+        print("e2e fan-out:", json.dumps(report))
+        (self.tmp / "report.json").write_text(json.dumps(report))
+        assert latencies and max(latencies) < 2.0
+
+
+def _prevhash(stratum_prev: str) -> str:
+    from pool.btc.hashing import hash_to_hex
+    from pool.jobs import stratum_prevhash
+
+    return hash_to_hex(bytes.fromhex(stratum_prevhash(bytes.fromhex(stratum_prev))))
+
+
+def _mono(wall: float) -> float:
+    """Event times are reactor (wall) seconds; probes use monotonic time."""
+    return time.monotonic() - (time.time() - wall)

@@ -1,0 +1,128 @@
+"""A real Stratum server process for the hostile battery's socket tests.
+
+The pool's own ``StratumServer`` on the reactor ``hashcoop run`` installs
+(epoll, lean transports), listening on a real port, fed the recorded
+template (no node: the socket tests are about connections, not work). The
+test drives it on stdin/stdout, one JSON object per line:
+
+    {"cmd": "stats"}     sessions, ready, per-IP counts, open descriptors, RSS, metrics
+    {"cmd": "block"}     a new tip: a clean job for everyone
+    {"cmd": "quit"}
+
+Started with ``python -m tests.hostile.serve CONFIG_JSON`` from the
+repository root; the first line it prints is ``{"port": P, "pid": N}``.
+CONFIG_JSON holds ``stratum`` (keys of the [stratum] section), ``pool``
+(keys of [pool]) and ``network_difficulty``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def main(argv: list[str]) -> int:
+    opts = json.loads(argv[0]) if argv else {}
+    from pool.service import setup_logging
+    from stratum.reactor import install
+
+    setup_logging(opts.get("log_level", "WARNING"))  # Twisted's own errors (an exception out of a callback) included
+    install()
+    from twisted.internet import reactor, stdio
+    from twisted.protocols.basic import LineReceiver
+
+    from pool.btc.address import address_to_script, get_network
+    from pool.config import load_config
+    from pool.events import MemorySink
+    from pool.jobs import JobManager
+    from pool.metrics import Metrics
+    from stratum.server import StratumServer
+    from tests.stratum.harness import ADDR, template
+
+    stratum = {"ports": [{"port": 0, "bind": opts.get("bind", "127.0.0.1"), "start_difficulty": 1e-12,
+                          "min_difficulty": 1e-12, "max_difficulty": 1e6, "vardiff": False}]}
+    stratum.update(opts.get("stratum", {}))
+    cfg = load_config(data={
+        "pool": {"network": "regtest", "address": ADDR, "coinbase_tag": "/hostile/", **opts.get("pool", {})},
+        "nodes": [{"url": "http://127.0.0.1:1/"}],
+        "stratum": stratum,
+    }, env={})
+    metrics = Metrics()
+    sink = MemorySink(keep=1000)
+
+    class Blocks:
+        found = 0
+
+        def submit(self, found):
+            Blocks.found += 1
+
+        def record_stale(self, found, reason):
+            Blocks.found += 1
+
+    jobs = JobManager(payout_script=address_to_script(ADDR, get_network("regtest")), tag=b"/hostile/",
+                      extranonce_size=4 + cfg.pool.extranonce2_size, now=reactor.seconds)
+    server = StratumServer(reactor=reactor, config=cfg, jobs=jobs, sink=sink, metrics=metrics, block_submitter=Blocks())
+    nd = float(opts.get("network_difficulty", 1.0))
+    server.on_template(template(network_diff=nd), True)
+    server.startService()
+    tips = [0]
+
+    def samples(name: str) -> dict:
+        out = {}
+        for m in metrics.registry.collect():
+            for s in m.samples:
+                if s.name == name:
+                    key = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items())) or "_"
+                    out[key] = s.value
+        return out
+
+    def stats() -> dict:
+        return {
+            "sessions": len(server.sessions), "ready": len(server.ready), "per_ip": dict(server.per_ip),
+            "extranonce_live": len(server.extranonce.live), "fds": _fds(), "rss": _rss(),
+            "accepted": sink.accepted_count, "rejected": dict(sink.rejected_by_reason), "blocks": Blocks.found,
+            "disconnects": samples("hashcoop_disconnects_total"), "refused": samples("hashcoop_connections_refused_total"),
+            "protocol_errors": samples("hashcoop_protocol_errors_total"),
+            "en1": sorted(s.en1.hex() for s in server.sessions if s.en1),
+        }
+
+    class Control(LineReceiver):
+        delimiter = b"\n"
+
+        def lineReceived(self, line):
+            cmd = json.loads(line)
+            name = cmd.get("cmd")
+            if name == "stats":
+                out = stats()
+            elif name == "block":
+                tips[0] += 1
+                server.on_template(template(prev=(0xB10C0000 + tips[0]).to_bytes(32, "little"), network_diff=nd), True)
+                out = {"job": jobs.current.id}
+            elif name == "quit":
+                out = {"bye": True}
+                reactor.callLater(0, reactor.stop)
+            else:
+                out = {"error": f"unknown command {name!r}"}
+            self.sendLine(json.dumps(out).encode())
+
+        def connectionLost(self, reason=None):
+            if reactor.running:
+                reactor.stop()
+
+    stdio.StandardIO(Control())
+    print(json.dumps({"port": server.listening_ports()[0], "pid": os.getpid()}), flush=True)
+    reactor.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

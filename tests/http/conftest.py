@@ -1,0 +1,15 @@
+import pytest
+
+from tests.accounting.redisproc import REDIS_SERVER
+
+from .rig import start
+
+
+@pytest.fixture(scope="session")
+def rig(tmp_path_factory):
+    """The shared mining run (tests/http/rig.py), started once per session."""
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server not on PATH")
+    r = start(tmp_path_factory.mktemp("http-rig"))
+    yield r
+    r.close()
