@@ -24,6 +24,7 @@ from .btc.block import build_header, coinbase_with_witness, serialize_block
 from .btc.hashing import merkle_branch
 from .btc.target import bits_difficulty
 from .coinbase import CoinbaseParts, build_coinbase
+from .keyset import KeySet
 from .template import Template
 
 
@@ -61,7 +62,7 @@ class Job:
         self.created = created
         # Header-hash keys of accepted shares (duplicate detection); dropped
         # once the job is stale, since stale shares are rejected anyway.
-        self.seen: set[int] | None = set()
+        self.seen: KeySet | None = KeySet()
         # a per-alias coinb1, for jobs re-sent with a new difficulty
         self._alias_coinb1: dict[int, bytes] = {}
         self.notify_params = [
@@ -150,9 +151,9 @@ class JobManager:
     answering 'stale-job' until they age out.
 
     ``max_seen`` bounds the other memory a job holds, the keys of its
-    accepted shares (duplicate detection, about 70 bytes each): when the
-    jobs replaced on the current tip hold more keys than this, the oldest
-    of them are forgotten too. At ordinary share rates ``max_jobs`` comes
+    accepted shares (duplicate detection, 16 to 32 bytes each in a
+    ``KeySet``): when the jobs replaced on the current tip hold more keys
+    than this, the oldest of them are forgotten too. At ordinary share rates ``max_jobs`` comes
     first (a pool taking 250 shares/s keeps half an hour of jobs); a flood
     of low-difficulty shares shortens the history instead of growing the
     process. The current job and the one before it are always kept.

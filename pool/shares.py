@@ -159,8 +159,6 @@ def validate_share(
         return ShareResult(False, Reject.STALE_JOB, hash_int, difficulty, True, header, coinbase)
     seen = job.seen
     key = hash_int & _DUP_KEY_MASK
-    if seen is not None:
-        if key in seen:
-            return _REJECTS[Reject.DUPLICATE]
-        seen.add(key)
+    if seen is not None and not seen.add(key):
+        return _REJECTS[Reject.DUPLICATE]
     return ShareResult(True, None, hash_int, difficulty, is_block, header, coinbase)
