@@ -4,6 +4,13 @@ metrics to a file, so the benchmark can read the Redis batch sizes and
 flush latencies without an HTTP endpoint.
 
     python -m pool.bench.poolproc -c pool.toml --stats stats.json
+
+With ``HASHCOOP_MEMDIAG=FILE`` in its environment (the soak and the
+benchmark pass theirs on) it also appends a line of JSON to FILE every
+30 seconds saying where its memory is: resident and anonymous size,
+CPython's small-object arenas and glibc's heap (in use and free), the
+object counts by type, the duplicate keys the jobs hold and the shares
+waiting for Redis. RELIABILITY.md shows how it found the soak's growth.
 """
 from __future__ import annotations
 
@@ -141,6 +148,74 @@ def watch_templates(stratum) -> None:
         stratum.work.listener = timed
 
 
+def _mallinfo() -> dict:
+    """glibc's allocator figures (mallinfo2): bytes in use, free but held."""
+    import ctypes
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in
+                    ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        f = libc.mallinfo2
+    except (OSError, AttributeError):
+        return {}
+    f.restype = MallInfo2
+    m = f()
+    return {n: getattr(m, n) for n, _ in MallInfo2._fields_}
+
+
+def _pymalloc() -> dict:
+    """CPython's small-object allocator (sys._debugmallocstats, which
+    writes to the C stderr): arenas and bytes in and out of use."""
+    import tempfile
+
+    with tempfile.TemporaryFile() as tmp:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            os.dup2(tmp.fileno(), 2)
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        tmp.seek(0)
+        text = tmp.read().decode(errors="replace")
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("#") and "=" in line:
+            k, v = line[1:].split("=", 1)
+            try:
+                out[k.strip()] = int(v.strip().replace(",", ""))
+            except ValueError:
+                pass
+    return out
+
+
+def _smaps() -> dict:
+    out = {}
+    with open("/proc/self/smaps_rollup") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 3 and parts[2] == "kB":
+                out[parts[0].rstrip(":")] = int(parts[1])
+    return out
+
+
+def memdiag(path: str, p) -> None:
+    import gc
+    from collections import Counter
+
+    types = Counter(type(o).__name__ for o in gc.get_objects())
+    jobs = p.jobs.jobs
+    rec = {"t": time.time(), "smaps": _smaps(), "blocks": sys.getallocatedblocks(), "malloc": _mallinfo(),
+           "pymalloc": _pymalloc(), "objects": sum(types.values()), "top": types.most_common(25),
+           "jobs": len(jobs), "seen": sum(len(j.seen) for j in jobs.values() if j.seen),
+           "buffered": p.accounting.buffered() if p.accounting is not None else None}
+    with open(path, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="pool.bench.poolproc")
     ap.add_argument("-c", "--config", required=True)
@@ -173,6 +248,10 @@ def main(argv: list[str] | None = None) -> int:
         loop.clock = reactor
         reactor.callWhenRunning(loop.start, args.interval, now=False)
         reactor.addSystemEventTrigger("after", "shutdown", dump)
+        if os.environ.get("HASHCOOP_MEMDIAG"):
+            diag = LoopingCall(memdiag, os.environ["HASHCOOP_MEMDIAG"], p)
+            diag.clock = reactor
+            reactor.callWhenRunning(diag.start, 30, now=True)
         return p
 
     service.build_pool = build_and_watch
