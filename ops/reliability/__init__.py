@@ -8,6 +8,8 @@ RELIABILITY.md): ``python -m ops.reliability fuzz|soak|battery|all``.
 ``battery``  the hostile, crash and pool-hopping tests at full scale, with
              the figures they record
 ``all``      the three, in that order
+``rejudge``  the soak recorded in ``--report`` judged again by this tree's
+             verdict, from its samples (nothing is run)
 
 Each writes its section of ``reports/reliability-YYYYMMDD.json`` and prints a
 summary. Run it from the repository root with the venv's Python

@@ -72,6 +72,21 @@ def cmd_soak(args) -> int:
     return 0 if res["verdict"]["passed"] else 1
 
 
+def cmd_rejudge(args) -> int:
+    """Judge a recorded soak again with this tree's verdict (the samples
+    are in the report; nothing is run)."""
+    from .soak import rejudge, summary
+
+    report = json.loads(args.report.read_text())
+    run = rejudge(report["runs"][args.section])
+    report["runs"][args.section] = run
+    tmp = args.report.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=1, sort_keys=False, default=str) + "\n")
+    os.replace(tmp, args.report)
+    print(summary(run))
+    return 0 if run["verdict"]["passed"] else 1
+
+
 def cmd_battery(args) -> int:
     from .battery import run_battery, summary
 
@@ -147,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("soak", help="an hour at twice the configured peak load")
     soak_args(q)
     q.set_defaults(func=cmd_soak)
+    q = sub.add_parser("rejudge", help="judge the soak recorded in --report again, with this tree's verdict")
+    q.add_argument("--section", default="soak", help="the report section (default soak)")
+    q.set_defaults(func=cmd_rejudge)
     q = sub.add_parser("battery", help="the hostile, crash and simulation tests at full scale")
     battery_args(q)
     q.set_defaults(func=cmd_battery)

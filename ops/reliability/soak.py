@@ -29,10 +29,15 @@ What makes it a soak and not a benchmark:
   rejected counts and the reply latency (p50/p99/max, as the miners saw
   it) are sampled.
 
+The pool also writes where its memory is every 30 s (``HASHCOOP_MEMDIAG``,
+``pool.bench.poolproc``); the report carries it as ``memory_breakdown``:
+CPython's arenas, glibc's heap, the duplicate keys held, the backlog.
+
 The verdict (``verdict()``, a pure function of the samples):
 
-* memory: RSS at the end within 5% of RSS after the warm-up (medians of
-  the first and last three samples after ``--warmup-minutes``);
+* memory: RSS at the end within 5% of RSS after the warm-up, both read
+  off the least-squares line through the samples after
+  ``--warmup-minutes`` (``memory_growth``);
 * file descriptors: flat after the warm-up (max - min within
   ``max(10, 1%)``);
 * rejects: the reject rate within 25% of the injected fraction;
@@ -43,6 +48,7 @@ The verdict (``verdict()``, a pure function of the samples):
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -60,16 +66,37 @@ LOAD_MIN = 0.95
 
 
 def memory_growth(samples: list[dict], warmup_s: float) -> dict:
-    """RSS growth from after the warm-up to the end: medians of the first
-    and of the last three samples taken after ``warmup_s``."""
+    """RSS growth after the warm-up: the least-squares line through every
+    sample taken after ``warmup_s``, its value at the last sample against
+    its value at the first.
+
+    RSS saws by a few MB within every few minutes (a job's duplicate keys
+    fill until the next block and are freed with it), so comparing a few
+    samples at each end measured where the sawtooth stood in two 30-second
+    windows as much as any growth. A line through all of them follows the
+    trend: a steady leak is measured in full, a step up is counted about
+    one and a half times (a step halfway through a run of height h moves
+    the fitted line by 1.5 h), and the sawtooth averages out. The old
+    measure (medians of the first and last three samples) is reported
+    beside it as ``growth_endpoints``."""
     after = [s for s in samples if s["t"] >= warmup_s]
     if len(after) < 2:
         return {"growth": None, "samples_after_warmup": len(after)}
-    k = min(3, len(after) // 2)
-    base = statistics.median(s["rss"] for s in after[:k])
-    end = statistics.median(s["rss"] for s in after[-k:])
-    return {"growth": (end - base) / base, "rss_mb_after_warmup": base / 2**20, "rss_mb_end": end / 2**20,
-            "rss_mb_max": max(s["rss"] for s in after) / 2**20, "samples_after_warmup": len(after)}
+    points = [(s["t"], s["rss"]) for s in after]
+    n = len(points)
+    mt = sum(t for t, _ in points) / n
+    mr = sum(r for _, r in points) / n
+    var = sum((t - mt) ** 2 for t, _ in points)
+    slope = sum((t - mt) * (r - mr) for t, r in points) / var if var else 0.0
+    start = mr + slope * (points[0][0] - mt)
+    end = mr + slope * (points[-1][0] - mt)
+    k = min(3, n // 2)
+    base3 = statistics.median(s["rss"] for s in after[:k])
+    end3 = statistics.median(s["rss"] for s in after[-k:])
+    return {"growth": (end - start) / start, "rss_mb_after_warmup": start / 2**20, "rss_mb_end": end / 2**20,
+            "rss_mb_per_min": slope * 60 / 2**20, "growth_endpoints": (end3 - base3) / base3,
+            "rss_mb_min": min(s["rss"] for s in after) / 2**20, "rss_mb_max": max(s["rss"] for s in after) / 2**20,
+            "samples_after_warmup": n}
 
 
 def fd_drift(samples: list[dict], warmup_s: float) -> dict:
@@ -116,6 +143,46 @@ def verdict(samples: list[dict], *, warmup_s: float, expected_reject: float, tar
     }
     return {"passed": all(checks.values()), "checks": checks, "memory": mem, "fds": fds, "rejects": rej,
             "slices_under_load": low[:20], "lost_shares": lost, "dropped_miners": dropped_miners}
+
+
+def memory_breakdown(lines, t0: float) -> list[dict]:
+    """The pool's own account of its memory (``HASHCOOP_MEMDIAG`` lines of
+    ``pool.bench.poolproc``, one every 30 s), in MB: resident and
+    anonymous; CPython's small-object arenas (1 MiB each) and the bytes in
+    and out of use in them; glibc's heap in use and free; the duplicate
+    keys the jobs hold and the shares waiting for Redis."""
+    out = []
+    mb = 2**20
+    for line in lines:
+        try:
+            r = json.loads(line)
+        except ValueError:
+            continue  # the line being written when the pool stopped
+        sm, pm, gm = r.get("smaps", {}), r.get("pymalloc", {}), r.get("malloc", {})
+        out.append({
+            "t": round(r["t"] - t0, 1), "rss": round(sm.get("Rss", 0) / 1024, 1), "anon": round(sm.get("Anonymous", 0) / 1024, 1),
+            "py_arenas": pm.get("arenas allocated current"), "py_used": round(pm.get("bytes in allocated blocks", 0) / mb, 1),
+            "py_free": round(pm.get("bytes in available blocks", 0) / mb, 1),
+            "malloc_used": round(gm.get("uordblks", 0) / mb, 1), "malloc_free": round(gm.get("fordblks", 0) / mb, 1),
+            "dup_keys": r.get("seen"), "jobs": r.get("jobs"), "buffered": r.get("buffered"),
+        })
+    return out
+
+
+def rejudge(run: dict) -> dict:
+    """A soak section of a report, judged again by this ``verdict`` from the
+    samples it recorded (RSS in MB there); the verdict it was written with
+    is kept as ``verdict_at_run``."""
+    st = run["settings"]
+    samples = [{**s, "rss": s["rss"] * 2**20} for s in run["samples"]]
+    old = run["verdict"]
+    v = verdict(samples, warmup_s=st["warmup_minutes"] * 60,
+                expected_reject=1 / st["duplicate_every"] if st["duplicate_every"] else 0.0,
+                target_rate=st["rate"], lost=old["lost_shares"], dropped_miners=old["dropped_miners"])
+    out = dict(run)
+    out.setdefault("verdict_at_run", old)
+    out["verdict"] = v
+    return out
 
 
 # -- the run ------------------------------------------------------------------------------------------
@@ -243,7 +310,17 @@ def run_soak(*, minutes: float = 60.0, peak_miners: int = 1000, peak_rate: float
         d.mkdir(parents=True, exist_ok=True)
         cfg = pool_config(d / "pool.toml", port=port, node=node, redis_url=redis.url, data_dir=d / "data",
                           difficulty=TINY_DIFFICULTY)
-        pool = bench._own(PoolProcess(cfg, d, bench.pool_cpus, port, src=src))
+        # the pool writes where its memory is every 30 s (pool.bench.poolproc)
+        memdiag = d / "memdiag.jsonl"
+        saved_env = os.environ.get("HASHCOOP_MEMDIAG")
+        os.environ["HASHCOOP_MEMDIAG"] = str(memdiag)
+        try:
+            pool = bench._own(PoolProcess(cfg, d, bench.pool_cpus, port, src=src))
+        finally:
+            if saved_env is None:
+                del os.environ["HASHCOOP_MEMDIAG"]
+            else:
+                os.environ["HASHCOOP_MEMDIAG"] = saved_env
         pool.wait_ready()
         gens = bench.generators(generators)
         bench.log(f"{miners} miners ({load_factor:g} x peak {peak_miners}), {rate:,.0f} shares/s ({load_factor:g} x peak "
@@ -255,6 +332,7 @@ def run_soak(*, minutes: float = 60.0, peak_miners: int = 1000, peak_rate: float
         bench.log(f"connected in {connect_s:.1f} s; height {height0}; RSS {pool.rss() / 2**20:.1f} MB, {fd_count(pool.pid)} fds")
         load0 = bench.other_load()
         t_start = time.monotonic()
+        t_start_wall = time.time()  # the pool's memory lines carry wall-clock times
         end = t_start + minutes * 60
         cpu0 = pool.cpu()
         prev_stats = before
@@ -339,6 +417,8 @@ def run_soak(*, minutes: float = 60.0, peak_miners: int = 1000, peak_rate: float
             "blocks": {"height_start": height0, "height_end": height1, "found_by_pool": pool_blocks, "block_shares_in_redis": redis_blocks,
                        "tip_changes_seen_in_samples": tips},
             "accounting": acct, "other_programs_cpu_util": foreign, "redis_stalls": plan.stalls,
+            "memory_breakdown": memory_breakdown(memdiag.read_text().splitlines() if memdiag.exists() else [],
+                                                 t_start_wall),
             "verdict": v,
             "samples": [{k: (round(x / 2**20, 2) if k == "rss" else x) for k, x in s.items()} for s in samples],
         })
@@ -382,6 +462,8 @@ def summary(s: dict) -> str:
     a = s["accounting"]
     checks = ", ".join(f"{k} {'ok' if ok else 'FAILED'}" for k, ok in v["checks"].items())
     growth = f"{m['growth']:+.2%}" if m.get("growth") is not None else "n/a"
+    if m.get("growth_endpoints") is not None:
+        growth += f", fitted line; {m['growth_endpoints']:+.2%} between the first and last three samples"
     rate = f"{r['rate']:.3%}" if r.get("rate") is not None else "n/a"
     return (f"soak: {s['minutes_run']:.1f} min at {st['load_factor']:g} x peak ({st['miners']} miners, {st['rate']:,.0f} shares/s; "
             f"achieved {s['shares_per_s']:,.0f}/s), {s['shares_sent']:,} shares\n"

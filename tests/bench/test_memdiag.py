@@ -51,3 +51,17 @@ def test_pymalloc_stats_leave_stderr_working(capfd):
     print("still here", file=sys.stderr)
     assert "still here" in capfd.readouterr().err
     assert stats["arenas allocated current"] >= 1
+
+
+def test_the_soak_report_reads_the_lines_back_in_mb(tmp_path):
+    from ops.reliability.soak import memory_breakdown
+
+    path = tmp_path / "memdiag.jsonl"
+    poolproc.memdiag(str(path), Pool)
+    lines = path.read_text().splitlines() + ['{"t": 1, "smaps"']  # cut short by the stop
+    rec = json.loads(lines[0])
+    (got,) = memory_breakdown(lines, rec["t"] - 30)
+    assert got["t"] == 30 and got["dup_keys"] == 4 and got["jobs"] == 3 and got["buffered"] == 7
+    assert got["rss"] == round(rec["smaps"]["Rss"] / 1024, 1) and 0 < got["anon"] <= got["rss"]
+    assert got["py_arenas"] == rec["pymalloc"]["arenas allocated current"]
+    assert got["py_used"] == round(rec["pymalloc"]["bytes in allocated blocks"] / 2**20, 1)
