@@ -153,8 +153,9 @@ class JobManager:
     ``max_seen`` bounds the other memory a job holds, the keys of its
     accepted shares (duplicate detection, 16 to 32 bytes each in a
     ``KeySet``): when the jobs replaced on the current tip hold more keys
-    than this, the oldest of them are forgotten too. At ordinary share rates ``max_jobs`` comes
-    first (a pool taking 250 shares/s keeps half an hour of jobs); a flood
+    than this, the oldest of them are forgotten too. At ordinary share
+    rates ``max_jobs`` comes first (a pool taking 250 shares/s keeps half an
+    hour of jobs); a flood
     of low-difficulty shares shortens the history instead of growing the
     process. The current job and the one before it are always kept.
     """

@@ -41,10 +41,14 @@ def write_section(path: Path, name: str, section: dict) -> dict:
         report = {}
     report["machine"] = machine()
     report.setdefault("runs", {})[name] = {"finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **section}
+    write_report(path, report)
+    return report
+
+
+def write_report(path: Path, report: dict) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(report, indent=1, sort_keys=False, default=str) + "\n")
     os.replace(tmp, path)
-    return report
 
 
 def cmd_fuzz(args) -> int:
@@ -80,9 +84,7 @@ def cmd_rejudge(args) -> int:
     report = json.loads(args.report.read_text())
     run = rejudge(report["runs"][args.section])
     report["runs"][args.section] = run
-    tmp = args.report.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=1, sort_keys=False, default=str) + "\n")
-    os.replace(tmp, args.report)
+    write_report(args.report, report)
     print(summary(run))
     return 0 if run["verdict"]["passed"] else 1
 

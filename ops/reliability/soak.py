@@ -82,12 +82,13 @@ def memory_growth(samples: list[dict], warmup_s: float) -> dict:
     after = [s for s in samples if s["t"] >= warmup_s]
     if len(after) < 2:
         return {"growth": None, "samples_after_warmup": len(after)}
+    from pool.bench.stats import slope_per_minute
+
     points = [(s["t"], s["rss"]) for s in after]
     n = len(points)
     mt = sum(t for t, _ in points) / n
     mr = sum(r for _, r in points) / n
-    var = sum((t - mt) ** 2 for t, _ in points)
-    slope = sum((t - mt) * (r - mr) for t, r in points) / var if var else 0.0
+    slope = slope_per_minute(points) / 60  # the least-squares line passes through (mt, mr)
     start = mr + slope * (points[0][0] - mt)
     end = mr + slope * (points[-1][0] - mt)
     k = min(3, n // 2)
@@ -312,15 +313,7 @@ def run_soak(*, minutes: float = 60.0, peak_miners: int = 1000, peak_rate: float
                           difficulty=TINY_DIFFICULTY)
         # the pool writes where its memory is every 30 s (pool.bench.poolproc)
         memdiag = d / "memdiag.jsonl"
-        saved_env = os.environ.get("HASHCOOP_MEMDIAG")
-        os.environ["HASHCOOP_MEMDIAG"] = str(memdiag)
-        try:
-            pool = bench._own(PoolProcess(cfg, d, bench.pool_cpus, port, src=src))
-        finally:
-            if saved_env is None:
-                del os.environ["HASHCOOP_MEMDIAG"]
-            else:
-                os.environ["HASHCOOP_MEMDIAG"] = saved_env
+        pool = bench._own(PoolProcess(cfg, d, bench.pool_cpus, port, src=src, env={"HASHCOOP_MEMDIAG": str(memdiag)}))
         pool.wait_ready()
         gens = bench.generators(generators)
         bench.log(f"{miners} miners ({load_factor:g} x peak {peak_miners}), {rate:,.0f} shares/s ({load_factor:g} x peak "

@@ -216,6 +216,7 @@ def memdiag(path: str, p) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(rec) + "\n")
 
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="pool.bench.poolproc")
     ap.add_argument("-c", "--config", required=True)

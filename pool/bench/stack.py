@@ -181,20 +181,22 @@ class PoolProcess:
     """One pool process (``pool.bench.poolproc``: ``hashcoop run`` plus a
     once-a-second dump of its own metrics to ``stats``)."""
 
-    def __init__(self, config_path: Path, directory: Path, cpus: str | None, port: int, src: str | None = None):
+    def __init__(self, config_path: Path, directory: Path, cpus: str | None, port: int, src: str | None = None,
+                 env: dict[str, str] | None = None):
         self.dir = Path(directory)
         self.stats_path = self.dir / "stats.json"
         self.log = open(self.dir / "pool.log", "ab")
         self.port = port
         args = ["-c", str(config_path), "--stats", str(self.stats_path)]
-        env = None
+        extra = env or {}
+        env = dict(os.environ, **extra) if extra else None
         cwd = None
         if src:
             # the pool from another tree; this file's launcher, run by path
             launcher = str(Path(__file__).with_name("poolproc.py"))
             argv = [sys.executable, "-c", "import runpy, sys; sys.argv = sys.argv[1:]; "
                     "runpy.run_path(sys.argv[0], run_name='__main__')", launcher, *args]
-            env = dict(os.environ, PYTHONPATH=str(Path(src).resolve()))
+            env = dict(os.environ, **extra, PYTHONPATH=str(Path(src).resolve()))
             cwd = str(Path(src).resolve())
         else:
             argv = [sys.executable, "-m", "pool.bench.poolproc", *args]
