@@ -9,8 +9,8 @@ from pool.btc.block import build_header, coinbase_with_witness, parse_block, par
 from pool.btc.hashing import fold_branch, hash_to_hex, hex_to_hash, merkle_branch, merkle_root, sha256d
 from pool.btc.serialize import bip34_height
 from pool.btc.target import bits_difficulty, bits_to_target, difficulty_to_target, hash_difficulty, target_to_bits
+from tests import vectors
 
-VECTORS = Path(__file__).resolve().parents[1].parent / "shared" / "vectors"
 
 # Mainnet block 100000: header fields and its four txids (from the block itself).
 B100000_TXIDS = [
@@ -105,7 +105,7 @@ def test_addresses_every_type():
 
 
 def test_regtest_p2tr_from_bitcoind_vector():
-    v = json.loads((VECTORS / "bitcoind-regtest.json").read_text())["rpc"]["validateaddress_p2tr"]
+    v = vectors.core()["rpc"]["validateaddress_p2tr"]
     assert address_to_script(v["address"], NETWORKS["regtest"]).hex() == v["scriptPubKey"]
 
 
@@ -127,7 +127,7 @@ def test_bad_addresses(addr, net):
 
 
 def test_witness_commitment_from_real_template():
-    gbt = json.loads((VECTORS / "bitcoind-regtest.json").read_text())["rpc"]["getblocktemplate"]
+    gbt = vectors.core()["rpc"]["getblocktemplate"]
     wtxids = [hex_to_hash(t["hash"]) for t in gbt["transactions"]]
     assert witness_commitment_script(witness_commitment(wtxids)).hex() == gbt["default_witness_commitment"]
     for t in gbt["transactions"]:
@@ -139,7 +139,7 @@ def test_witness_commitment_from_real_template():
 
 
 def test_parse_accepted_block_from_ckpool_vector():
-    v = json.loads((VECTORS / "ckpool-cpuminer-regtest.json").read_text())["accepted_block"]
+    v = vectors.ckpool()["accepted_block"]
     raw = bytes.fromhex(v["hex"])
     header, txs = parse_block(raw)
     assert hash_to_hex(sha256d(header)) == v["hash"]

@@ -8,8 +8,9 @@ from pool.btc.block import parse_block
 from pool.btc.target import difficulty_to_target
 from pool.jobs import Job
 from pool.shares import validate_share
+from tests.vectors import DIR as VECTORS
 
-VECTOR = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "ckpool-cpuminer-regtest.json"
+VECTOR = VECTORS / "ckpool-cpuminer-regtest.json"
 
 
 def _session():

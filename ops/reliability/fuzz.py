@@ -3,7 +3,7 @@ tests/hostile/fuzzing.py for a million inputs and more.
 
 Hypothesis draws a few hundred inputs a second, too slow for 10^6. This
 loop makes the same kinds of inputs with ``random`` (a port of the
-``streams()`` strategy: real client lines from ../shared/vectors and the
+``streams()`` strategy: real client lines from tests/vectors and the
 firmware fixtures, behind a valid opening or not, with values replaced,
 keys dropped or added, methods swapped, bytes damaged, spliced and cut)
 and plays each on one ``FuzzTarget`` -- a real ``StratumServer`` on a

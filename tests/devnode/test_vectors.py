@@ -1,5 +1,5 @@
 """The devnode against answers recorded from Bitcoin Core v31.99 on regtest
-(/work/shared/vectors/bitcoind-regtest.json) and the block ckpool and
+(tests/vectors/bitcoind-regtest.json) and the block ckpool and
 cpuminer solved on it (ckpool-cpuminer-regtest.json).
 
 The chain starts from the recorded context: the tip at height 102 with its

@@ -13,8 +13,8 @@ from pool.devnode.chain import BlockIndex, Chain, RecordedContext
 from pool.devnode.consensus import Block, check_proof_of_work, compute_merkle_root, make_tx
 from pool.devnode.mempool import Faucet, p2wpkh_script
 from pool.devnode.rpc import Rpc
+from tests import vectors
 
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "vectors"
 NOW = 1795651986  # the recorded wall clock; every test chain runs on it unless it says otherwise
 FAUCET = Faucet()
 MINER = p2wpkh_script(b"\x11" * 20)
@@ -23,12 +23,12 @@ DUMMY_SIG = bytes.fromhex("3044022042c1ab0957f9288305dfdc49efc97ae562b2a82cc4477
 
 @lru_cache(maxsize=None)
 def core_vectors() -> dict:
-    return json.loads((VECTORS / "bitcoind-regtest.json").read_text())
+    return vectors.core()
 
 
 @lru_cache(maxsize=None)
 def ckpool_vectors() -> dict:
-    return json.loads((VECTORS / "ckpool-cpuminer-regtest.json").read_text())
+    return vectors.ckpool()
 
 
 def recorded_chain() -> tuple[Chain, Rpc]:

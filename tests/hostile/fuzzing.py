@@ -4,7 +4,7 @@ One ``FuzzTarget`` is a real ``StratumServer`` on a memory reactor (the
 test harness of tests/stratum), kept for the whole run, as a server is: each
 input is one connection whose bytes arrive in chunks cut at drawn points.
 The inputs are real Stratum traffic mutated: every client line of the
-recorded ckpool/cpuminer session (``../shared/vectors``) and of the
+recorded ckpool/cpuminer session (``tests/vectors``) and of the
 firmware sequences (``tests/compat/sequences``), optionally behind a valid
 handshake so that the deeper states (authorized, mining) are fuzzed too.
 
@@ -45,10 +45,10 @@ from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 
+from tests import vectors
 from tests.stratum.harness import ADDR, ADDR2, Harness, config, template
 
 ROOT = Path(__file__).resolve().parents[2]
-VECTORS = ROOT.parent / "shared" / "vectors"
 SEQUENCES = ROOT / "tests" / "compat" / "sequences"
 KNOWN_METHODS = ("mining.subscribe", "mining.authorize", "mining.configure", "mining.suggest_difficulty",
                  "mining.extranonce.subscribe", "mining.submit", "mining.get_transactions", "mining.suggest_target",
@@ -90,7 +90,7 @@ def _fixture_lines() -> list[bytes]:
 
 
 def _session_lines() -> list[bytes]:
-    rec = json.loads((VECTORS / "ckpool-cpuminer-regtest.json").read_text())
+    rec = vectors.ckpool()
     return [e["line"].encode() for e in rec["session"] if e["dir"] == "c2s"]
 
 

@@ -1,17 +1,17 @@
-"""The recorded ckpool/cpuminer session, read in place from /work/shared."""
+"""The recorded ckpool/cpuminer session (tests/vectors)."""
 from __future__ import annotations
 
 import json
 from functools import lru_cache
-from pathlib import Path
 
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "vectors"
+from tests import vectors
+
 SOLVING_JOB = "6b07795a0000001a"
 
 
 @lru_cache(maxsize=None)
 def ckpool_session() -> dict:
-    return json.loads((VECTORS / "ckpool-cpuminer-regtest.json").read_text())
+    return vectors.ckpool()
 
 
 def lines(direction: str) -> list[dict]:

@@ -18,9 +18,10 @@ from twisted.web.server import NOT_DONE_YET, Site
 from pool.btc.hashing import hex_to_hash
 from pool.rpc import RPCError, RPCTimeout, RPCTransportError
 from pool.template import Template
+from tests import vectors
+from tests.vectors import DIR as VECTORS
 
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "vectors"
-CORE = json.loads((VECTORS / "bitcoind-regtest.json").read_text())
+CORE = vectors.core()
 GBT = CORE["rpc"]["getblocktemplate"]
 GBT_NEXT = CORE["rpc"]["getblocktemplate_next"]
 

@@ -21,9 +21,9 @@ from pool.metrics import Metrics
 from pool.template import Template
 from stratum.protocol import StratumProtocol
 from stratum.server import StratumFactory, StratumServer
+from tests import vectors
 
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "vectors"
-GBT = json.loads((VECTORS / "bitcoind-regtest.json").read_text())["rpc"]["getblocktemplate"]
+GBT = vectors.core()["rpc"]["getblocktemplate"]
 ADDR = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
 ADDR2 = "bcrt1psjw83ferk5eyapl0f5fpd8u50s2t39hxp4pzuttnugf0acxfwy4qwwea25"
 NETWORK_DIFF = 1e-6  # blocks are 100x harder than the default share difficulty below
