@@ -108,6 +108,7 @@ class TrackedBlock:
     call: object = None  # the DelayedCall of the next round
     inflight: defer.Deferred | None = None
     in_round: bool = False  # a round runs (set before its first synchronous step, unlike inflight)
+    first_round: defer.Deferred | None = None  # fires when the first round of this process is over
 
     @property
     def hash(self) -> str:
@@ -140,6 +141,7 @@ class BlockSubmitter(Service):
         self.blocks: dict[str, TrackedBlock] = {}
         self._journal = None
         self._listening = False  # registered for the node set's node-up events
+        self._stopped = False  # stopService ran (and no start since)
 
     # -- public --------------------------------------------------------------
 
@@ -154,7 +156,7 @@ class BlockSubmitter(Service):
         self.blocks[found.hash] = t
         self._update_gauge()
         log.warning("submitting block %d %s to %d node(s)", found.height, found.hash, len(self.nodes.names))
-        return self._start_round(t)
+        return self._begin(t)
 
     def record_stale(self, found: BlockFound, reason: str) -> None:
         """A block that cannot extend the chain: its share arrived after a
@@ -175,6 +177,31 @@ class BlockSubmitter(Service):
         return t.status if t else None
 
     # -- rounds ----------------------------------------------------------------
+
+    def _begin(self, t: TrackedBlock) -> defer.Deferred:
+        """The first round of ``t``, once its parent's first round is over
+        when the parent is a block of ours still being submitted: found on
+        the pool's own block (WorkSource.own_block) before the nodes
+        answered for that one, it would get prev-blk-not-found, a final
+        reject, from a node given it first."""
+        parent = self.blocks.get(t.found.prevhash)
+        if parent is None or parent.status != "new" or parent.first_round is None or parent.first_round.called:
+            t.first_round = self._start_round(t)
+            return t.first_round
+        log.warning("block %d %s builds on %s, still being submitted: it goes next", t.found.height, t.hash, parent.hash)
+        t.in_round = True
+        d = t.first_round = defer.Deferred()
+
+        def after_parent(result):
+            if self._stopped:  # the journal has it: the next start submits it
+                t.in_round = False
+                d.callback(self._status(t))
+            else:
+                self._start_round(t).chainDeferred(d)
+            return result
+
+        parent.first_round.addBoth(after_parent)
+        return d
 
     def _start_round(self, t: TrackedBlock) -> defer.Deferred:
         t.call = None
@@ -434,17 +461,22 @@ class BlockSubmitter(Service):
 
     def startService(self):
         Service.startService(self)
+        self._stopped = False
         if not self._listening and hasattr(self.nodes, "on_node_up"):
             self.nodes.on_node_up(self._node_up)
             self._listening = True
         for t in self.load_journal():
             log.warning("resuming block %d %s (%s) from the journal", t.found.height, t.hash, t.status)
-        for t in list(self.blocks.values()):  # also those of an earlier start/stop
+        for t in list(self.blocks.values()):  # also those of an earlier start/stop; parents first
             if not t.final and t.call is None and t.inflight is None:
-                self._start_round(t)
+                if t.status == "new":
+                    self._begin(t)
+                else:
+                    self._start_round(t)
 
     def stopService(self):
         Service.stopService(self)
+        self._stopped = True
         if self._listening:
             self.nodes.remove_on_node_up(self._node_up)
             self._listening = False

@@ -124,6 +124,7 @@ class StratumSection(_Model):
     version_rolling_mask: str = "1fffe000"
     allow_password_difficulty: bool = True
     max_template_age: float = Field(0.0, ge=0, description="refuse new miners when the template is older than this (0 = never)")
+    stale_grace: float = Field(1.0, ge=0, le=30, description="seconds after a new tip during which a share on the tip it replaced is still credited (the miner found it before it could read the new job); a block it solves is lost all the same. 0 = stale-job at once")
     reuse_port: bool = Field(False, description="listen with SO_REUSEPORT, so several stratum processes (each its own pool.instance_id and data_dir) share one port")
     flood: FloodSection = Field(default_factory=FloodSection, description="fresh work, disconnect, then a temporary ban for connections sending mostly invalid shares")
 
@@ -163,6 +164,7 @@ class WorkSection(_Model):
     poll_interval: float = Field(1.0, gt=0, description="getbestblockhash poll, the fallback new-block detector")
     notify_listen: str = Field("tcp:3335:interface=127.0.0.1", description="Twisted endpoint for `hashcoop notify`; empty disables")
     block_recheck_interval: float = Field(10.0, gt=0)
+    mine_on_own_block: bool = Field(True, description="when the pool finds a block, send miners an empty-block job on it at once instead of letting them work on the replaced tip until a node's template arrives; the node's template replaces it as soon as a node reports the block")
 
 
 class LogSection(_Model):

@@ -66,6 +66,7 @@ def build_pool(config: Config, reactor, *, sinks: list[EventSink] = (), metrics:
         tag=config.pool.coinbase_tag.encode(),
         extranonce_size=EXTRANONCE1_SIZE + config.pool.extranonce2_size,
         now=reactor.seconds,
+        stale_grace=config.stratum.stale_grace,
     )
     submitter = BlockSubmitter(reactor, nodes, sink, data_dir / "found-blocks.jsonl",
                                recheck_interval=config.work.block_recheck_interval, metrics=metrics)
@@ -79,6 +80,7 @@ def build_pool(config: Config, reactor, *, sinks: list[EventSink] = (), metrics:
         zmq_endpoints=[n.zmq_hashblock for n in config.nodes if n.zmq_hashblock],
         notify_endpoint=config.work.notify_listen or None,
         metrics=metrics,
+        network=network if config.work.mine_on_own_block else None,
     )
     stratum.work = work
     http = None

@@ -3,8 +3,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .btc.address import Network
+from .btc.block import block_subsidy, witness_commitment, witness_commitment_script
 from .btc.hashing import hex_to_hash
 from .btc.target import bits_to_target
+
+# the BIP141 commitment of a block holding only its coinbase, as Core's
+# getblocktemplate gives it (default_witness_commitment) for an empty mempool
+EMPTY_BLOCK_WITNESS_COMMITMENT = witness_commitment_script(witness_commitment([]))
 
 
 class TemplateError(ValueError):
@@ -81,3 +87,39 @@ class Template:
         if tpl.height < 1 or tpl.coinbasevalue < 0:
             raise TemplateError("malformed getblocktemplate result: height or coinbasevalue out of range")
         return tpl
+
+
+def successor(parent: Template, block_hash: bytes, block_time: int, network: Network) -> Template | None:
+    """The template of an empty block on ``block_hash``, a block the pool
+    has just found on ``parent`` (with header time ``block_time``), so
+    that miners stop working on the replaced tip at once instead of when
+    the node's own template arrives. Pure. None where the next block's
+    difficulty depends on more than the parent: at a retarget height, and
+    on chains with minimum-difficulty blocks (testnet3, testnet4).
+
+    * height, previous block, version and bits follow from the parent (no
+      retarget, and a version the parent's template allowed is valid);
+    * the value is the subsidy alone: no transaction is included;
+    * ``mintime`` is ``block_time + 1``. That is never below what the node
+      would give (median time past + 1): ``block_time`` exceeded the median
+      of the eleven blocks ending at the old tip, so at most five of the
+      ten blocks kept in the new window are later than ``block_time``, and
+      the median of the new window is at most ``block_time``.
+    """
+    height = parent.height + 1
+    if network.min_difficulty_blocks or (network.retarget_interval and height % network.retarget_interval == 0):
+        return None
+    return Template(
+        height=height,
+        prevhash=block_hash,
+        version=parent.version,
+        bits=parent.bits,
+        target=parent.target,
+        curtime=block_time + 1,
+        mintime=block_time + 1,
+        coinbasevalue=block_subsidy(height, network.halving_interval),
+        transactions=(),
+        witness_commitment=EMPTY_BLOCK_WITNESS_COMMITMENT,
+        longpollid=None,
+        node=parent.node,
+    )

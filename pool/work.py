@@ -25,6 +25,16 @@ each other):
 * an answer to a request sent before the current template was installed
   never moves the tip back (two answers crossing).
 
+A block the pool finds itself (:meth:`WorkSource.own_block`) becomes the
+tip at once: miners get an empty-block job on it (``template.successor``)
+in the same moment, instead of working on the replaced tip until a node's
+template arrives (tens of milliseconds on regtest, up to a few hundred on
+mainnet, each a window for stale shares). The node's template for that tip
+then replaces it as soon as any source reports the block, with
+``clean=True`` so that miners move to the transactions and their fees at
+once; the empty job's shares stay valid (same previous block). If the nodes reject the block, the
+template is fetched again at once and the tip moves back.
+
 When every node is down the last template stays current and fetches are
 retried with backoff; the state change is logged once, not per attempt.
 """
@@ -38,7 +48,9 @@ from twisted.application.service import Service
 from twisted.internet import defer
 
 from .btc.target import bits_difficulty
-from .template import Template
+from .btc.block import parse_header
+from .btc.hashing import hex_to_hash
+from .template import Template, successor
 from .tipwatch import BestHashPoller, LongPoller, NotifyListener, ZMQHashblock
 
 log = logging.getLogger("hashcoop.work")
@@ -67,11 +79,14 @@ class WorkSource(Service):
         longpoll_timeout: float = 300.0,
         retry_min: float = 0.5,
         retry_max: float = 5.0,
+        network=None,
     ):
         """``longpoll``: True for every node, False for none, or the names
         of the nodes to longpoll. ``poll_interval`` None or 0 disables the
         getbestblockhash poll. ``clock`` (default: ``reactor``) runs every
-        timer."""
+        timer. ``network`` (a ``pool.btc.address.Network``) turns on mining
+        at once on blocks the pool finds (:meth:`own_block`); None leaves
+        that to the nodes' templates."""
         self.reactor = reactor
         self.clock = clock if clock is not None else reactor
         self.nodes = nodes
@@ -80,6 +95,8 @@ class WorkSource(Service):
         self.metrics = metrics
         self.retry_min = retry_min
         self.retry_max = retry_max
+        self.network = network
+        self.speculative: str | None = None  # the own block (display hex) the current empty template builds on
 
         self.current: Template | None = None
         self.current_since: float | None = None
@@ -138,9 +155,11 @@ class WorkSource(Service):
             return
         if blockhash is not None:
             blockhash = blockhash.lower()
-            if self.current is not None and blockhash == self.current.prevhash_hex:
+            if blockhash == self.speculative:
+                pass  # a node has our own block now: fetch its template to replace the empty one
+            elif self.current is not None and blockhash == self.current.prevhash_hex:
                 return
-            if blockhash in self._past_tips:
+            elif blockhash in self._past_tips:
                 return
             if blockhash not in self._first_hint:
                 self._first_hint[blockhash] = (self.clock.seconds(), source)
@@ -150,6 +169,30 @@ class WorkSource(Service):
             self._hints_during_fetch.add(blockhash)
             return
         self._fetch("hint")
+
+    def own_block(self, found, template: Template) -> None:
+        """The pool found block ``found`` (a ``BlockFound``) on ``template``:
+        when that is still the tip, mine on the block at once, on an empty
+        template (``template.successor``), until a node's template for it
+        arrives."""
+        if not self.running or self.network is None:
+            return
+        cur = self.current
+        if cur is None or cur.prevhash != template.prevhash:
+            return  # the pool has moved on already (a share arriving late, a reorg)
+        header = parse_header(bytes.fromhex(found.block_hex[:160]))
+        tpl = successor(template, hex_to_hash(found.hash), header["time"], self.network)
+        if tpl is not None:
+            self._install(tpl, True, "found")
+
+    def own_block_verdict(self, status):
+        """The submitter's first round for an own block (a ``BlockStatus``):
+        if every node rejected the block the pool mines on, fetch a template
+        at once, which moves the tip back. Returns ``status``."""
+        if status.status == "rejected" and self.speculative == status.hash:
+            log.error("own block %s was rejected (%s): back to the node's tip", status.hash, status.verdicts)
+            self.hint(None, "rejected")
+        return status
 
     def offer_template(self, template: Template, source: str) -> None:
         """A template that arrived on its own (longpoll)."""
@@ -226,12 +269,16 @@ class WorkSource(Service):
         if cur is None:
             self._install(tpl, True, source)
         elif tpl.prevhash == cur.prevhash:
-            if source in _REFRESH_SOURCES:
+            if self.speculative is not None:
+                self._install(tpl, True, source)  # the node's template for our own block: miners take it at once
+            elif source in _REFRESH_SOURCES:
                 self._install(tpl, False, source)
         elif tpl.height > cur.height:
             self._install(tpl, True, source)
         elif requested_at is not None and self.current_since is not None and requested_at < self.current_since:
             log.debug("ignoring an answer from %s requested before the current template", tpl.node)
+        elif requested_at is None and self.speculative is not None:
+            log.debug("ignoring a longpoll answer from %s on a tip before the pool's own block", tpl.node)
         elif tpl.node == cur.node or not self._node_healthy(cur.node):
             log.warning("tip moved back to %s at height %d (node %s)", tpl.prevhash_hex, tpl.height, tpl.node)
             self._install(tpl, True, source)
@@ -250,7 +297,8 @@ class WorkSource(Service):
         previous = self.current
         self.current = tpl
         self.current_since = now
-        if clean:
+        self.speculative = tpl.prevhash_hex if source == "found" else None
+        if previous is None or tpl.prevhash != previous.prevhash:
             tip = tpl.prevhash_hex
             self._past_tips[tip] = None
             self._past_tips.move_to_end(tip)
@@ -260,7 +308,12 @@ class WorkSource(Service):
             self.tip_seen_at = first[0] if first else now
             seen_by = first[1] if first else source
             if previous is not None:
-                log.info("new tip %s, height %d, first seen by %s, template from %s", tip, tpl.height, seen_by, tpl.node)
+                if source == "found":
+                    log.info("new tip %s, height %d: the pool's own block, mining on it (an empty block until a "
+                             "node's template)", tip, tpl.height)
+                else:
+                    log.info("new tip %s, height %d, first seen by %s, template from %s", tip, tpl.height, seen_by,
+                             tpl.node)
                 if self.metrics is not None:
                     self.metrics.new_tips.labels(source=seen_by).inc()
             else:

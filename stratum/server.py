@@ -32,7 +32,7 @@ from pool.btc.hashing import hash_to_hex
 from pool.btc.target import DIFF1_TARGET
 from pool.events import BlockFound, ShareAccepted, ShareRejected
 from pool.jobs import JobManager
-from pool.shares import Reject, validate_share
+from pool.shares import Reject, ShareResult, validate_share
 from pool.vardiff import Vardiff
 
 from .extranonce import Extranonce1Allocator
@@ -93,7 +93,7 @@ class StratumServer(Service):
         # the share check, timed one call in every few when there are metrics
         self.validate_share = metrics.share_validation.wrap(validate_share) if metrics is not None else validate_share
         self.block_submitter = block_submitter
-        self.work = work  # optional WorkSource, for tip_seen_at
+        self.work = work  # optional WorkSource: tip_seen_at, own_block
         self.network = config.network
         self.network_name = self.network.name
         self.extranonce2_size = config.pool.extranonce2_size
@@ -509,6 +509,22 @@ class StratumServer(Service):
             self.block_submitter.record_stale(found, reason)
         return Reject.STALE_JOB
 
+    def late_share(self, s: MinerSession, worker, job, result) -> ShareResult:
+        """A valid share on a job of the tip a new tip replaced less than
+        ``stratum.stale_grace`` seconds ago (``JobManager.in_grace``): the
+        miner found it before it could read the new job, so it is credited
+        like any share. It cannot extend the chain: a block it solves is
+        recorded as lost (``stale_block``) and the share is credited as a
+        share only."""
+        if self.metrics:
+            self.metrics.shares_late.inc()
+        if not result.is_block:
+            return result
+        verdict = self.stale_block(s, worker, job, result)
+        if verdict == Reject.DUPLICATE:
+            return ShareResult(False, Reject.DUPLICATE)
+        return ShareResult(True, None, result.hash_int, result.credit, False, result.header, result.coinbase)
+
     def block_found(self, s: MinerSession, worker, job, result, now: float) -> None:
         h = hash_to_hex(result.hash)
         self._remember_block(h)
@@ -517,8 +533,12 @@ class StratumServer(Service):
         if self.metrics:
             self.metrics.blocks_found.inc()
         self.sink.block_found(found)
+        if self.work is not None:
+            self.work.own_block(found, job.template)  # miners move onto the block at once
         if self.block_submitter is not None:
-            self.block_submitter.submit(found)
+            verdict = self.block_submitter.submit(found)  # journaled (fsync) first, then to every node
+            if self.work is not None:
+                verdict.addCallback(self.work.own_block_verdict)
         message = f"Block {job.height} found by {worker.name} ({worker.address[:12]}...): {h}"
         for other in list(self.ready):
             other.show_message(message)

@@ -27,14 +27,19 @@ class Network:
     default_rpc_port: int
     # the name getblockchaininfo reports in "chain"
     core_chain: str
+    # consensus parameters the pool needs to build a block on one it found
+    # itself before the node's template arrives (pool.template.successor)
+    halving_interval: int = 210_000
+    retarget_interval: int = 2016  # 0: the difficulty never changes (regtest's fPowNoRetargeting)
+    min_difficulty_blocks: bool = False  # the 20-minute rule (testnet3, testnet4): bits depend on the time
 
 
 NETWORKS: dict[str, Network] = {
     "mainnet": Network("mainnet", "bc", 0x00, 0x05, ("segwit",), 8332, "main"),
-    "testnet3": Network("testnet3", "tb", 0x6F, 0xC4, ("segwit",), 18332, "test"),
-    "testnet4": Network("testnet4", "tb", 0x6F, 0xC4, ("segwit",), 48332, "testnet4"),
+    "testnet3": Network("testnet3", "tb", 0x6F, 0xC4, ("segwit",), 18332, "test", min_difficulty_blocks=True),
+    "testnet4": Network("testnet4", "tb", 0x6F, 0xC4, ("segwit",), 48332, "testnet4", min_difficulty_blocks=True),
     "signet": Network("signet", "tb", 0x6F, 0xC4, ("segwit", "signet"), 38332, "signet"),
-    "regtest": Network("regtest", "bcrt", 0x6F, 0xC4, ("segwit",), 18443, "regtest"),
+    "regtest": Network("regtest", "bcrt", 0x6F, 0xC4, ("segwit",), 18443, "regtest", halving_interval=150, retarget_interval=0),
 }
 
 

@@ -35,6 +35,14 @@ def parse_header(header: bytes) -> dict:
     }
 
 
+def block_subsidy(height: int, halving_interval: int) -> int:
+    """The new coins a block at ``height`` may claim, in satoshis (GetBlockSubsidy)."""
+    halvings = height // halving_interval
+    if halvings >= 64:
+        return 0
+    return (50 * 100_000_000) >> halvings
+
+
 def witness_commitment(wtxids: list[bytes], reserved: bytes = WITNESS_RESERVED_VALUE) -> bytes:
     """The 32-byte BIP141 commitment. ``wtxids`` excludes the coinbase (whose
     wtxid is taken as 32 zero bytes)."""

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from hashlib import sha256
 from typing import Callable, Iterable
 
-from pool.btc.block import RawTx, build_header, parse_tx, witness_commitment, witness_commitment_script
+from pool.btc.block import RawTx, block_subsidy, build_header, parse_tx, witness_commitment, witness_commitment_script
 from pool.btc.hashing import hash_to_hex, hex_to_hash, sha256d
 from pool.btc.serialize import bip34_height
 
@@ -61,7 +61,6 @@ from .consensus import (
     Coin,
     Invalid,
     block_proof,
-    block_subsidy,
     check_proof_of_work,
     check_transaction,
     compute_merkle_root,

@@ -474,13 +474,6 @@ def sequence_locks_ok(tx: RawTx, prev_heights: Sequence[int], height: int, prev_
     return not (min_height >= height or min_time >= prev_mtp)
 
 
-def block_subsidy(height: int, halving_interval: int = REGTEST_HALVING_INTERVAL) -> int:
-    halvings = height // halving_interval
-    if halvings >= 64:
-        return 0
-    return (50 * COIN) >> halvings
-
-
 def derive_target(bits: int, pow_limit: int = REGTEST_POW_LIMIT) -> int | None:
     """DeriveTarget: the target of compact ``bits``, or None when it is
     negative, zero, overflowing or above the chain's proof-of-work limit."""

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import orjson
+from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
@@ -15,7 +16,7 @@ from pool.btc.address import address_to_script, get_network
 from pool.btc.hashing import fold_branch, sha256d
 from pool.btc.target import DIFF1_TARGET, difficulty_to_target, target_to_bits
 from pool.config import load_config
-from pool.events import MemorySink
+from pool.events import BlockStatus, MemorySink
 from pool.jobs import JobManager
 from pool.metrics import Metrics
 from pool.template import Template
@@ -58,7 +59,9 @@ class FakeSubmitter:
         self.stale = []
 
     def submit(self, found):
+        """As BlockSubmitter.submit: fires with the first round's BlockStatus."""
         self.found.append(found)
+        return defer.succeed(BlockStatus(time=found.time, height=found.height, hash=found.hash, status="submitted"))
 
     def record_stale(self, found, reason):
         self.stale.append((found, reason))
