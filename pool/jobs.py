@@ -150,6 +150,12 @@ class JobManager:
     then 'unknown-job'). Jobs of an older previous block are kept for
     answering 'stale-job' until they age out.
 
+    ``stale_grace``: for this many seconds after a new tip, the jobs of the
+    tip it replaced keep their duplicate keys and :meth:`in_grace` says so,
+    so that a share a miner found on them before it could read the new job
+    (one network delay) is still checked in full and can be credited. 0:
+    they are stale at once (ckpool's rule).
+
     ``max_seen`` bounds the other memory a job holds, the keys of its
     accepted shares (duplicate detection, 16 to 32 bytes each in a
     ``KeySet``): when the jobs replaced on the current tip hold more keys
@@ -171,6 +177,7 @@ class JobManager:
         max_seen: int = 500_000,
         first_seq: int | None = None,
         rolling_mask: int = 0x1FFFE000,
+        stale_grace: float = 0.0,
     ):
         self.payout_script = payout_script
         self.tag = tag
@@ -187,6 +194,9 @@ class JobManager:
         self.jobs: OrderedDict[str, Job] = OrderedDict()
         self.current: Job | None = None
         self.prevhash: bytes | None = None
+        self.stale_grace = stale_grace
+        self.replaced_prevhash: bytes | None = None  # the tip the last new tip replaced
+        self.replaced_at = 0.0
 
     def new_job(self, template: Template, clean: bool = False) -> tuple[Job, bool]:
         """Register a job for ``template``. Returns it and whether miners must
@@ -194,9 +204,14 @@ class JobManager:
         if template.prevhash != self.prevhash:
             clean = True
             # retired: stale for good, even if the chain comes back to their
-            # previous block (their duplicate keys are gone with this)
+            # previous block (their duplicate keys are gone with this); the
+            # jobs of the tip just replaced keep theirs through stale_grace
+            graced = self.prevhash if self.stale_grace > 0 else None
             for old in self.jobs.values():
-                old.seen = None
+                if old.prevhash != graced:
+                    old.seen = None
+            self.replaced_prevhash = graced
+            self.replaced_at = self.now()
             self.prevhash = template.prevhash
         self._seq = (self._seq + 1) & 0xFFFFFFFF
         cb = build_coinbase(
@@ -253,6 +268,12 @@ class JobManager:
     @staticmethod
     def alias_id(job: Job, alias: int) -> str:
         return f"{job.id}{alias & 0xFFFF:04x}"
+
+    def in_grace(self, job: Job) -> bool:
+        """A job of the tip the last new tip replaced, less than
+        ``stale_grace`` seconds ago, whose duplicate keys are kept."""
+        return (job.prevhash == self.replaced_prevhash and job.seen is not None
+                and self.now() - self.replaced_at <= self.stale_grace)
 
     def is_stale(self, job: Job) -> bool:
         """Replaced by a new tip: on another previous block, or retired by a

@@ -71,6 +71,8 @@ class Metrics:
         )
         self.shares_accepted = Counter("hashcoop_shares_accepted_total", "Accepted shares", ["port"], registry=r)
         self.shares_rejected = Counter("hashcoop_shares_rejected_total", "Rejected shares by reason", ["reason"], registry=r)
+        self.shares_late = Counter("hashcoop_shares_late_total", "Shares on the tip a new tip had just replaced, credited "
+                                   "within stratum.stale_grace", registry=r)
         self.share_difficulty_accepted = Counter(
             "hashcoop_share_difficulty_accepted_total", "Sum of credited difficulty of accepted shares", ["port"], registry=r
         )

@@ -313,11 +313,15 @@ class MinerSession:
         if step is None:
             self._reject(mid, Reject.UNKNOWN_JOB, worker, params)
             return
+        stale = job.seen is None or job.prevhash != server.jobs.prevhash
+        late = stale and server.jobs.in_grace(job)  # found before this miner could read the new tip's job
         result = server.validate_share(
-            job, job.seen is None or job.prevhash != server.jobs.prevhash, self.en1, server.extranonce2_size,
+            job, stale and not late, self.en1, server.extranonce2_size,
             params[2], params[3], params[4], params[5] if len(params) == 6 else None,
             self.version_mask, step[3], step[2], alias,
         )
+        if late and result.ok:
+            result = server.late_share(self, worker, job, result)
         if not result.ok:
             if not result.is_block:
                 self._reject(mid, result.reason, worker, params)
