@@ -192,8 +192,11 @@ class Minerd:
     """cpuminer (``$MINERD -a sha256d``) mining through a pool. Its own
     ``accepted: N/M`` lines are the miner's count: N accepted of M submitted."""
 
-    def __init__(self, port: int, user: str, log: Path, *, password: str = "x", threads: int = 1,
+    def __init__(self, port: int, user: str, log: Path, *, password: str = "x", threads: int = 1, nice: int = 10,
                  args: tuple[str, ...] = ()):
+        """``nice``: cpuminer takes every cycle of its threads; on a test
+        machine it runs below the pool and the node (real miners are other
+        machines), so it cannot starve them."""
         self.user = user
         self.log_path = Path(log)
         out = open(self.log_path, "ab")
@@ -201,7 +204,7 @@ class Minerd:
             self.proc = subprocess.Popen(
                 [binary("MINERD"), "-a", "sha256d", "-t", str(threads), "-o", f"stratum+tcp://127.0.0.1:{port}",
                  "-u", user, "-p", password, "-q", *args],
-                stdout=out, stderr=out, start_new_session=True)
+                stdout=out, stderr=out, start_new_session=True, preexec_fn=lambda: os.nice(nice))
         finally:
             out.close()
 
