@@ -98,6 +98,9 @@ class LongPoller(_Loop):
         self.longpollid: str | None = None
         self._delay = retry_min
 
+    def describe(self) -> str:
+        return f"{self.name} on {self.node_name}"
+
     def _poll(self) -> None:
         self._later = None
         if not self._running:
@@ -176,6 +179,9 @@ class ZMQHashblock:
         self._fd = -1
         self.sequence: int | None = None
         self.received = 0
+
+    def describe(self) -> str:
+        return f"{self.name} {self.endpoint}"
 
     def start(self) -> None:
         import zmq
@@ -314,6 +320,9 @@ class NotifyListener:
         self.connections: set = set()
         self.received = 0
 
+    def describe(self) -> str:
+        return f"{self.name} on {self.endpoint}"
+
     def start(self):
         """Start listening; a Deferred firing with the listening port."""
         from twisted.internet.endpoints import serverFromString
@@ -355,6 +364,9 @@ class BestHashPoller(_Loop):
         self.hint = hint
         self.interval = interval
         self.last: str | None = None
+
+    def describe(self) -> str:
+        return f"{self.name} every {self.interval:g} s"
 
     def _poll(self) -> None:
         self._later = None
