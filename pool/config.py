@@ -161,7 +161,7 @@ class VardiffSection(_Model):
 
 class WorkSection(_Model):
     refresh_interval: float = Field(30.0, gt=0, description="seconds between template refreshes (clean_jobs false)")
-    poll_interval: float = Field(1.0, gt=0, description="getbestblockhash poll, the fallback new-block detector")
+    poll_interval: float = Field(1.0, ge=0, description="seconds between getbestblockhash polls, the fallback new-block detector; 0 turns the poll off")
     notify_listen: str = Field("tcp:3335:interface=127.0.0.1", description="Twisted endpoint for `hashcoop notify`; empty disables")
     block_recheck_interval: float = Field(10.0, gt=0)
     mine_on_own_block: bool = Field(True, description="when the pool finds a block, send miners an empty-block job on it at once instead of letting them work on the replaced tip until a node's template arrives; the node's template replaces it as soon as a node reports the block")

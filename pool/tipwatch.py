@@ -98,6 +98,9 @@ class LongPoller(_Loop):
         self.longpollid: str | None = None
         self._delay = retry_min
 
+    def describe(self) -> str:
+        return f"{self.name} on {self.node_name}"
+
     def _poll(self) -> None:
         self._later = None
         if not self._running:
@@ -161,10 +164,20 @@ class ZMQHashblock:
     ``[b"hashblock", hash (32 bytes, display order), sequence (4 bytes LE)]``;
     a gap in the sequence is logged. Reconnecting is left to libzmq; ZMTP
     heartbeats let it notice a dead publisher.
+
+    A publisher drops what it sends while nobody is subscribed, so a block
+    found before the subscription is live (at startup, or while libzmq
+    reconnects after the node restarted or the link broke) never arrives.
+    A monitor socket (same reactor, same edge-triggered drain) reports each
+    completed connection: it is logged, and hinted as ``None`` ("something
+    may have changed") so the pool fetches a template and catches up. A
+    lost connection is logged too, and so is an endpoint that has not
+    answered ``connect_warning`` seconds after start (a wrong port, or a
+    node without ``-zmqpubhashblock``).
     """
 
     def __init__(self, reactor, endpoint: str, hint, *, name: str = "zmq", context=None,
-                 heartbeat_ms: int = 30_000):
+                 heartbeat_ms: int = 30_000, connect_warning: float = 10.0):
         self.reactor = reactor
         self.endpoint = endpoint
         self.hint = hint
@@ -172,10 +185,18 @@ class ZMQHashblock:
         self._context = context
         self._own_context = False
         self.heartbeat_ms = heartbeat_ms
+        self.connect_warning = connect_warning
         self._sock = None
         self._fd = -1
+        self._monitor: _ZMQMonitor | None = None
+        self._warn_call = None
         self.sequence: int | None = None
         self.received = 0
+        self.connected = False
+        self.connections = 0  # completed handshakes, reconnections included
+
+    def describe(self) -> str:
+        return f"{self.name} {self.endpoint}"
 
     def start(self) -> None:
         import zmq
@@ -190,23 +211,43 @@ class ZMQHashblock:
         sock.setsockopt(zmq.HEARTBEAT_IVL, self.heartbeat_ms)
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, self.heartbeat_ms * 3)
         sock.setsockopt(zmq.SUBSCRIBE, b"hashblock")
+        monitor = None
         try:
+            # before connect, so that the first handshake is reported too
+            monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
+            monitor.setsockopt(zmq.LINGER, 0)
             sock.connect(self.endpoint)
         except zmq.ZMQError:
+            if monitor is not None:
+                sock.disable_monitor()
+                monitor.close(linger=0)
             sock.close(linger=0)
             self._close_context()
             raise
         self._sock = sock
         self._fd = sock.getsockopt(zmq.FD)
+        self._monitor = _ZMQMonitor(self, monitor)
         self.reactor.addReader(self)
+        self.reactor.addReader(self._monitor)
+        if self.connect_warning:
+            self._warn_call = self.reactor.callLater(self.connect_warning, self._not_connected)
         self.doRead()
+        self._monitor.doRead()
 
     def stop(self) -> None:
+        if self._warn_call is not None and self._warn_call.active():
+            self._warn_call.cancel()
+        self._warn_call = None
+        if self._monitor is not None:
+            self.reactor.removeReader(self._monitor)
+            self._monitor.close()
+            self._monitor = None
         if self._sock is not None:
             self.reactor.removeReader(self)
             self._sock.close(linger=0)
             self._sock = None
             self._fd = -1
+        self.connected = False
         self._close_context()
 
     def _close_context(self) -> None:
@@ -214,6 +255,31 @@ class ZMQHashblock:
             self._context.term()
             self._context = None
             self._own_context = False
+
+    # -- connection events (from the monitor socket) --
+
+    def _not_connected(self) -> None:
+        self._warn_call = None
+        if self.connections == 0 and self._sock is not None:
+            log.warning("%s: no connection to %s after %g s (is the node running with -zmqpubhashblock=%s?); "
+                        "libzmq keeps trying", self.name, self.endpoint, self.connect_warning, self.endpoint)
+
+    def _event(self, event: int) -> None:
+        import zmq
+
+        if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            self.connected = True
+            self.connections += 1
+            if self.connections == 1:
+                log.info("%s connected to %s", self.name, self.endpoint)
+            else:
+                log.warning("%s connected to %s again; fetching a template in case a block went by", self.name, self.endpoint)
+            # Blocks published before the subscription was live are lost:
+            # let the pool look for itself.
+            _call_hint(self.hint, None, self.name)
+        elif event == zmq.EVENT_DISCONNECTED and self.connected:
+            self.connected = False
+            log.warning("%s lost its connection to %s; libzmq reconnects", self.name, self.endpoint)
 
     # IReadDescriptor
     def fileno(self) -> int:
@@ -223,7 +289,11 @@ class ZMQHashblock:
         return f"zmq {self.endpoint}"
 
     def connectionLost(self, reason) -> None:
-        """The reactor dropped us (shutdown): release the socket."""
+        """The reactor dropped us (shutdown): release the sockets."""
+        if self._monitor is not None:
+            self.reactor.removeReader(self._monitor)
+            self._monitor.close()
+            self._monitor = None
         if self._sock is not None:
             self._sock.close(linger=0)
             self._sock = None
@@ -250,6 +320,47 @@ class ZMQHashblock:
         self.sequence = seq
         self.received += 1
         _call_hint(self.hint, parts[1].hex(), self.name)
+
+
+class _ZMQMonitor:
+    """The read descriptor for a :class:`ZMQHashblock`'s monitor socket
+    (a PAIR socket libzmq writes connection events to)."""
+
+    def __init__(self, owner: ZMQHashblock, sock):
+        import zmq
+
+        self.owner = owner
+        self.sock = sock
+        self._fd = sock.getsockopt(zmq.FD)
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def logPrefix(self) -> str:
+        return f"zmq monitor {self.owner.endpoint}"
+
+    def doRead(self) -> None:
+        import zmq
+        from zmq.utils.monitor import recv_monitor_message
+
+        while self.sock is not None and self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            try:
+                msg = recv_monitor_message(self.sock, zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            self.owner._event(msg["event"])
+
+    def connectionLost(self, reason) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.sock is not None:
+            owner_sock = self.owner._sock
+            if owner_sock is not None and not owner_sock.closed:
+                owner_sock.disable_monitor()
+            self.sock.close(linger=0)
+            self.sock = None
+            self._fd = -1
 
 
 # -- hashcoop notify listener -------------------------------------------------
@@ -314,6 +425,9 @@ class NotifyListener:
         self.connections: set = set()
         self.received = 0
 
+    def describe(self) -> str:
+        return f"{self.name} on {self.endpoint}"
+
     def start(self):
         """Start listening; a Deferred firing with the listening port."""
         from twisted.internet.endpoints import serverFromString
@@ -355,6 +469,9 @@ class BestHashPoller(_Loop):
         self.hint = hint
         self.interval = interval
         self.last: str | None = None
+
+    def describe(self) -> str:
+        return f"{self.name} every {self.interval:g} s"
 
     def _poll(self) -> None:
         self._later = None

@@ -334,6 +334,8 @@ class WorkSource(Service):
 
     def startService(self):
         Service.startService(self)
+        log.info("new-block sources: %s", "; ".join(s.describe() for s in self.sources)
+                 or f"none (only the template refresh every {self.refresh_interval:g} s)")
         self._fetch("startup")
         for s in self.sources:
             try:

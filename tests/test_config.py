@@ -66,6 +66,13 @@ def test_environment_overrides():
     assert e.value.errors[0][0] == "stratum.backlog"
 
 
+def test_poll_interval_zero_means_off_negative_is_refused():
+    assert load_config(data=base(work={"poll_interval": 0}), env={}).work.poll_interval == 0
+    with pytest.raises(ConfigError) as e:
+        load_config(data=base(work={"poll_interval": -1}), env={})
+    assert e.value.errors[0][0] == "work.poll_interval"
+
+
 def test_coinbase_tag_must_fit_scriptsig():
     with pytest.raises(ConfigError) as e:
         load_config(data=base(pool={"network": "regtest", "address": ADDR, "coinbase_tag": "x" * 90, "extranonce2_size": 8}), env={})

@@ -3,6 +3,7 @@ NodeSet; ZMQHashblock against a real pyzmq PUB; NotifyListener on real
 sockets; ``hashcoop notify`` end to end as a subprocess."""
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -358,6 +359,26 @@ class NotifyListenerTest(unittest.TestCase):
         self.assertEqual(lst.connections, set())
 
 
+class LogRecords(logging.Handler):
+    """Collects one logger's records (trial test cases have no caplog)."""
+
+    def __init__(self, name: str):
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+        self.logger = logging.getLogger(name)
+        self.logger.addHandler(self)
+
+    def emit(self, record):
+        self.records.append(record)
+
+    def text(self) -> str:
+        return "\n".join(r.getMessage() for r in self.records)
+
+    def close(self):
+        self.logger.removeHandler(self)
+        super().close()
+
+
 class ZMQHashblockTest(unittest.TestCase):
     def setUp(self):
         from twisted.internet import reactor
@@ -389,12 +410,20 @@ class ZMQHashblockTest(unittest.TestCase):
                 resend()
             yield task.deferLater(self.reactor, 0.02, lambda: None)
 
+    def blocks(self):
+        return [h for h in self.hints if h[0] is not None]
+
     @defer.inlineCallbacks
     def test_hashblock_messages_reach_the_reactor(self):
         self.sub.start()
-        # PUB/SUB "slow joiner": publish until the subscription is live.
-        yield self.wait_for(lambda: self.hints, resend=lambda: self.publish(HASH, 0))
-        self.assertEqual(self.hints[0], (HASH, "zmq"))
+        # The completed connection is a hint of its own ("look for yourself").
+        yield self.wait_for(lambda: self.sub.connected)
+        self.assertEqual(self.hints, [(None, "zmq")])
+        self.assertEqual(self.sub.connections, 1)
+        # PUB/SUB "slow joiner": the subscription follows the handshake;
+        # publish until it is live.
+        yield self.wait_for(lambda: self.blocks(), resend=lambda: self.publish(HASH, 0))
+        self.assertEqual(self.blocks()[0], (HASH, "zmq"))
         n = len(self.hints)
         last = self.sub.sequence
         # A burst arrives in one wake-up and is drained completely.
@@ -425,8 +454,57 @@ class ZMQHashblockTest(unittest.TestCase):
         self.pub = self.ctx.socket(zmq.PUB)
         self.pub.setsockopt(zmq.LINGER, 0)
         self.pub.bind(f"tcp://127.0.0.1:{port}")
-        yield self.wait_for(lambda: self.hints, resend=lambda: self.publish(HASH, 5), limit=10)
-        self.assertEqual(self.hints[0], (HASH, "zmq"))
+        yield self.wait_for(lambda: self.blocks(), resend=lambda: self.publish(HASH, 5), limit=10)
+        self.assertEqual(self.hints[0], (None, "zmq"))
+        self.assertEqual(self.blocks()[0], (HASH, "zmq"))
+        self.assertEqual(self.sub.connections, 1)
+
+    @defer.inlineCallbacks
+    def test_reconnection_is_logged_and_hinted(self):
+        """A publisher that goes away and comes back (bitcoind restarted):
+        the loss is logged, and the new connection hints None, because what
+        the node published meanwhile is gone."""
+        records = LogRecords("hashcoop.tipwatch")
+        self.addCleanup(records.close)
+        port = int(self.endpoint.rsplit(":", 1)[1])
+        self.sub.start()
+        yield self.wait_for(lambda: self.sub.connected)
+        self.pub.close(linger=0)
+        yield self.wait_for(lambda: not self.sub.connected)
+        self.assertIn("lost its connection", records.text())
+        self.assertEqual(self.hints, [(None, "zmq")])
+        self.pub = self.ctx.socket(zmq.PUB)
+        self.pub.setsockopt(zmq.LINGER, 0)
+        self.pub.bind(f"tcp://127.0.0.1:{port}")
+        yield self.wait_for(lambda: self.sub.connected, limit=10)
+        self.assertEqual(self.hints, [(None, "zmq"), (None, "zmq")])
+        self.assertEqual(self.sub.connections, 2)
+        self.assertIn("connected to %s again" % self.endpoint, records.text())
+        # and blocks flow again
+        yield self.wait_for(lambda: self.blocks(), resend=lambda: self.publish(HASH, 0))
+
+    @defer.inlineCallbacks
+    def test_an_endpoint_nobody_serves_is_reported_once(self):
+        records = LogRecords("hashcoop.tipwatch")
+        self.addCleanup(records.close)
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        self.sub = ZMQHashblock(self.reactor, f"tcp://127.0.0.1:{port}", lambda h, src: self.hints.append((h, src)),
+                                connect_warning=0.2)
+        self.sub.start()
+        yield self.wait_for(lambda: "no connection to" in records.text())
+        yield task.deferLater(self.reactor, 0.3, lambda: None)
+        self.assertEqual(records.text().count("no connection to"), 1)
+        self.assertIn(f"-zmqpubhashblock=tcp://127.0.0.1:{port}", records.text())
+        self.assertEqual((self.hints, self.sub.connected), ([], False))
+        # stopping before the warning cancels it
+        quiet = ZMQHashblock(self.reactor, f"tcp://127.0.0.1:{port}", lambda h, src: None, connect_warning=0.1)
+        quiet.start()
+        quiet.stop()
+        yield task.deferLater(self.reactor, 0.2, lambda: None)
+        self.assertEqual(records.text().count("no connection to"), 1)
 
     def test_bad_endpoint_raises_and_leaves_nothing_behind(self):
         bad = ZMQHashblock(self.reactor, "nonsense://", lambda h, s: None)

@@ -274,6 +274,40 @@ def test_sources_are_built_from_the_arguments():
     assert [(type(s), s.node_name) for s in ws.sources] == [(LongPoller, "b")]
 
 
+def test_startup_logs_the_new_block_sources(caplog):
+    nodes = FakeNodeSet(["a", "b"])
+    clock = task.Clock()
+    ws = WorkSource(clock, nodes, lambda t, c: None, clock=clock, longpoll=["b"], poll_interval=0.5)
+    with caplog.at_level(logging.INFO, logger="hashcoop.work"):
+        ws.startService()
+    ws.stopService()
+    assert "new-block sources: longpoll on b; poll every 0.5 s" in caplog.text
+    ws = WorkSource(clock, nodes, lambda t, c: None, clock=clock, longpoll=False, poll_interval=None,
+                    zmq_endpoints=["tcp://127.0.0.1:28332"], notify_endpoint="tcp:3335:interface=127.0.0.1")
+    assert [s.describe() for s in ws.sources] == ["zmq tcp://127.0.0.1:28332", "notify on tcp:3335:interface=127.0.0.1"]
+    caplog.clear()
+    ws = WorkSource(clock, nodes, lambda t, c: None, clock=clock, longpoll=False, poll_interval=0, refresh_interval=600)
+    with caplog.at_level(logging.INFO, logger="hashcoop.work"):
+        ws.startService()
+    ws.stopService()
+    assert "new-block sources: none (only the template refresh every 600 s)" in caplog.text
+
+
+def test_poll_interval_zero_in_the_config_turns_the_poll_off(tmp_path):
+    from twisted.internet.testing import MemoryReactorClock
+
+    from pool.config import load_config
+    from pool.service import build_pool
+
+    data = {"pool": {"network": "regtest", "address": "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080", "data_dir": str(tmp_path)},
+            "nodes": [{"url": "http://127.0.0.1:1/", "user": "u", "password": "p", "longpoll": False}],
+            "work": {"notify_listen": ""}}
+    pool = build_pool(load_config(data=data, env={}), MemoryReactorClock())
+    assert [type(s) for s in pool.work.sources] == [BestHashPoller] and pool.work.sources[0].interval == 1.0
+    pool = build_pool(load_config(data={**data, "work": {"notify_listen": "", "poll_interval": 0}}, env={}), MemoryReactorClock())
+    assert pool.work.sources == []
+
+
 def test_with_real_pollers_and_a_clean_stop():
     r = Rig(names=("node0", "node1"), longpoll=True, poll_interval=1.0)
     r.start()
