@@ -108,6 +108,8 @@ class Metrics:
         self.template_height = Gauge("hashcoop_template_height", "Height of the block being mined", registry=r)
         self.network_difficulty = Gauge("hashcoop_network_difficulty", "Network difficulty of the current template", registry=r)
         self.new_tips = Counter("hashcoop_new_tips_total", "New best blocks detected, by the source that saw it first", ["source"], registry=r)
+        self.tip_reports = Counter("hashcoop_tip_reports_total", "Reports from the new-block sources (zmq, notify, poll "
+                                   "hints; longpoll answers), first or not: a source at 0 is not working", ["source"], registry=r)
         self.blocks_found = Counter("hashcoop_blocks_found_total", "Shares that met the network target", registry=r)
         self.blocks_stale = Counter(
             "hashcoop_blocks_stale_total",

@@ -153,6 +153,8 @@ class WorkSource(Service):
         when it does not know which)."""
         if not self.running:
             return
+        if self.metrics is not None:
+            self.metrics.tip_reports.labels(source=source).inc()
         if blockhash is not None:
             blockhash = blockhash.lower()
             if blockhash == self.speculative:
@@ -198,6 +200,8 @@ class WorkSource(Service):
         """A template that arrived on its own (longpoll)."""
         if not self.running:
             return
+        if self.metrics is not None:
+            self.metrics.tip_reports.labels(source=source).inc()
         self._count_fetched(template)
         self._offer(template, source, requested_at=None)
 

@@ -345,3 +345,15 @@ def test_hints_before_the_first_template_join_the_startup_fetch(hint):
     assert r.fetches == 1
     r.answer(template(104, prev=tip(103)))
     assert r.fetches == (2 if hint is None else 1)
+
+
+def test_every_report_of_every_source_is_counted_first_or_not():
+    r = Rig()
+    r.start(template(103, prev=tip(102)))
+    r.ws.hint(tip(103), "zmq")
+    r.ws.hint(tip(103), "notify")  # the same block again: counted, not fetched twice
+    r.ws.offer_template(template(104, prev=tip(103)), "longpoll")
+    assert r.metric("hashcoop_tip_reports_total", source="zmq") == 1
+    assert r.metric("hashcoop_tip_reports_total", source="notify") == 1
+    assert r.metric("hashcoop_tip_reports_total", source="longpoll") == 1
+    assert r.fetches == 2
