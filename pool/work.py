@@ -13,7 +13,12 @@ getbestblockhash poll) go through :meth:`WorkSource.hint`:
   moved past, is ignored;
 * otherwise a template fetch starts at once; hints that arrive while one is
   in flight coalesce into it, plus a single follow-up fetch if any of them
-  names a block the fetched template does not build on.
+  names a block the fetched template does not build on;
+* a fetch asks the node set for a template above the current height when a
+  hint named a new block, and at least at the current height otherwise: a
+  node below that (not caught up yet, or behind after a restart) is passed
+  over for the next one, so a lagging first node cannot hold the pool on an
+  old tip.
 
 Which template wins when answers disagree (several nodes, answers crossing
 each other):
@@ -149,7 +154,7 @@ class WorkSource(Service):
         if self._fetching is not None:
             self._hints_during_fetch.add(blockhash)
             return
-        self._fetch("hint")
+        self._fetch("hint", newer=blockhash is not None)
 
     def offer_template(self, template: Template, source: str) -> None:
         """A template that arrived on its own (longpoll)."""
@@ -160,13 +165,18 @@ class WorkSource(Service):
 
     # -- fetching ------------------------------------------------------------
 
-    def _fetch(self, reason: str) -> None:
+    def _fetch(self, reason: str, newer: bool = False) -> None:
+        """``newer``: a hint named a block we do not build on, so a node
+        whose template is not above the current height has not got it yet
+        and the next node is asked (NodeSet.get_template's min_height);
+        otherwise only a node behind the current template is passed over."""
         if self._retry_call is not None and self._retry_call.active():
             self._retry_call.cancel()
         self._retry_call = None
         self._hints_during_fetch = set()
         requested_at = self.clock.seconds()
-        d = self.nodes.get_template()
+        min_height = 0 if self.current is None else self.current.height + (1 if newer else 0)
+        d = self.nodes.get_template(min_height=min_height)
         self._fetching = d
         d.addCallbacks(self._fetched, self._fetch_failed, callbackArgs=(reason, requested_at), errbackArgs=(reason,))
         d.addErrback(lambda f: log.error("template fetch: %s", f.getTraceback()))
@@ -186,8 +196,9 @@ class WorkSource(Service):
         self._schedule_refresh()
         if self.running and self.current is not None:
             tip = self.current.prevhash_hex
-            if any(h is None or (h != tip and h not in self._past_tips) for h in self._hints_during_fetch):
-                self._fetch("hint")
+            unseen = [h for h in self._hints_during_fetch if h is None or (h != tip and h not in self._past_tips)]
+            if unseen:
+                self._fetch("hint", newer=any(h is not None for h in unseen))
 
     def _fetch_failed(self, f, reason: str) -> None:
         self._fetching = None

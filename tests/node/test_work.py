@@ -206,6 +206,40 @@ def test_lagging_node_does_not_move_the_tip_back():
     assert r.ws.current.prevhash_hex == tip(9103) and r.got[-1][1] is True
 
 
+def test_fetches_ask_for_a_template_above_the_tip_a_hint_named():
+    """A hint naming a new block asks for a template above the current
+    height, so a first node that has not got the block (restarted behind,
+    still syncing) is passed over by the node set; other fetches ask for at
+    least the current height."""
+    r = Rig(names=("node0", "node1"), refresh_interval=30)
+    r.start(template(103, prev=tip(102)))
+    assert r.nodes.min_heights == [0]  # startup: anything
+    r.ws.hint(tip(103), "zmq")
+    r.answer(template(104, prev=tip(103), node="node1"))
+    r.ws.hint(None, "notify")  # says "something changed", names no block
+    r.answer(template(104, prev=tip(103), node="node1"))
+    r.clock.advance(30)  # refresh
+    r.answer(template(104, prev=tip(103), node="node1", curtime=9))
+    assert r.nodes.min_heights == [0, 104, 104, 104]
+    # a follow-up for a block named during a fetch asks above the new height
+    r.ws.hint(tip(104), "zmq")
+    r.ws.hint(tip(105), "poll")
+    r.answer(template(105, prev=tip(104)))
+    r.answer(template(106, prev=tip(105)))
+    assert r.nodes.min_heights[-2:] == [105, 106] and r.ws.current.height == 106
+    # a follow-up for unnamed hints only asks for the current height
+    r.ws.hint(tip(106), "zmq")
+    r.ws.hint(None, "notify")
+    r.answer(template(107, prev=tip(106)))
+    r.answer(template(107, prev=tip(106)))
+    assert r.nodes.min_heights[-2:] == [107, 107]
+    # a retry after a failed fetch asks for the current height
+    r.ws.hint(tip(107), "zmq")
+    r.answer(down())
+    r.clock.advance(1)
+    assert r.nodes.min_heights[-2:] == [108, 107]
+
+
 def test_failover_to_a_lagging_node_when_the_current_node_is_down():
     r = Rig(names=("node0", "node1"))
     r.start(template(104, prev=tip(103), node="node0"))
