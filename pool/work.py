@@ -43,7 +43,7 @@ from twisted.application.service import Service
 from twisted.internet import defer
 
 from .btc.target import bits_difficulty
-from .template import Template
+from .template import Template, signet_needs_solution
 from .tipwatch import BestHashPoller, LongPoller, NotifyListener, ZMQHashblock
 
 log = logging.getLogger("hashcoop.work")
@@ -276,6 +276,13 @@ class WorkSource(Service):
                     self.metrics.new_tips.labels(source=seen_by).inc()
             else:
                 log.info("first template: height %d on %s from %s", tpl.height, tip, tpl.node)
+        challenge = tpl.signet_challenge
+        new_challenge = previous is None or previous.signet_challenge != challenge
+        if challenge is not None and new_challenge and signet_needs_solution(challenge):
+            log.error("this signet's challenge %s needs a signature in every block, which hashcoop cannot make: "
+                      "Bitcoin Core will reject each block the pool finds (bad-signet-blksig). Shares are counted "
+                      "as usual; to find blocks, mine a signet anyone can sign (bitcoind -signet -signetchallenge=51)",
+                      challenge.hex())
         if self.metrics is not None:
             self.metrics.template_height.set(tpl.height)
             self.metrics.network_difficulty.set(bits_difficulty(tpl.bits))

@@ -10,10 +10,11 @@ from twisted.internet import defer, task
 
 from pool.btc.target import bits_difficulty
 from pool.metrics import Metrics
+from pool.template import Template, signet_needs_solution
 from pool.tipwatch import BestHashPoller, LongPoller, NotifyListener, ZMQHashblock
 from pool.work import WorkSource
 
-from .helpers import FakeNodeSet, down, template, tip
+from .helpers import GBT, FakeNodeSet, down, template, tip
 
 
 class Rig:
@@ -345,3 +346,36 @@ def test_hints_before_the_first_template_join_the_startup_fetch(hint):
     assert r.fetches == 1
     r.answer(template(104, prev=tip(103)))
     assert r.fetches == (2 if hint is None else 1)
+
+
+# the default signet's challenge: a 1-of-2 multisig of its operators' keys
+DEFAULT_SIGNET = bytes.fromhex("512103ad5e0edad18cb1f0fc0d28a3d4f1f3e445640337489abb10404f2d1e086be430210359ef50"
+                               "21964fe22d6f8e05b2463c9540ce96883fe3b278760f048f5189f2e6c452ae")
+
+
+def test_signet_challenge_is_parsed_and_judged():
+    assert Template.from_gbt({**GBT, "signet_challenge": "51"}).signet_challenge == b"\x51"
+    assert Template.from_gbt(GBT).signet_challenge is None  # regtest: none
+    assert not signet_needs_solution(b"\x51") and not signet_needs_solution(b"\x60")
+    for challenge in (DEFAULT_SIGNET, b"", b"\x00", b"\x50", b"\x61", b"\x51\x51", bytes.fromhex("0014" + "11" * 20)):
+        assert signet_needs_solution(challenge), challenge.hex()
+
+
+def test_a_signet_whose_blocks_need_a_signature_is_named_once(caplog):
+    """On such a signet (the default one) Bitcoin Core rejects every block
+    the pool finds with bad-signet-blksig (tests/realnode/test_signet.py):
+    the operator is told at the first template, not at the first lost block."""
+    caplog.set_level(logging.INFO, logger="hashcoop.work")
+    r = Rig()
+    r.start(template(103, prev=tip(102), signet_challenge=DEFAULT_SIGNET))
+    r.ws.hint(tip(103), "zmq")
+    r.answer(template(104, prev=tip(103), signet_challenge=DEFAULT_SIGNET))
+    told = [m for m in caplog.messages if "bad-signet-blksig" in m]
+    assert len(told) == 1 and DEFAULT_SIGNET.hex() in told[0] and "-signetchallenge=51" in told[0]
+    assert [rec.levelname for rec in caplog.records if "bad-signet-blksig" in rec.getMessage()] == ["ERROR"]
+    caplog.clear()
+    r = Rig()
+    r.start(template(103, prev=tip(102), signet_challenge=b"\x51"))  # anyone can sign
+    r2 = Rig()
+    r2.start(template(103, prev=tip(102)))  # not signet
+    assert not [m for m in caplog.messages if "signet" in m]
