@@ -193,7 +193,8 @@ class NodeSet(Service):
     async def _get_template(self, longpollid, timeout, min_height: int) -> Template:
         errors: dict[str, Exception] = {}
         best: Template | None = None
-        for c in self._order():
+        order = self._order()
+        for c in order:
             try:
                 tpl = await self._gbt(c, longpollid, timeout)
             except (RPCError, TemplateError) as e:
@@ -204,7 +205,9 @@ class NodeSet(Service):
             self._mark(c.name, True)
             if tpl.height >= min_height:
                 return tpl
-            log.info("node %s serves a template at height %d, below %d: asking the next node", c.name, tpl.height, min_height)
+            if c is not order[-1]:
+                log.info("node %s serves a template at height %d, below %d: asking the next node", c.name, tpl.height,
+                         min_height)
             if best is None or tpl.height > best.height:
                 best = tpl
         if best is not None:
