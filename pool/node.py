@@ -3,11 +3,13 @@ all of them, and submitblock to every node at once.
 
 Health here means "the last call this set made to the node worked". Nodes
 are tried healthy-first in configuration order, so the first configured
-node serves templates whenever it can. A node marked down is still tried
-when every healthy one failed, and it is probed in the background (with
-``getblocktemplate``, the call this set exists for) at most every
-``probe_interval`` seconds, so it is preferred again soon after it
-recovers, without ever delaying a template fetch on a dead node.
+node serves templates whenever it can and is not behind (a template below
+the height the caller asks for sends the request on to the next node). A
+node marked down is still tried when every healthy one failed, and it is
+probed in the background (with ``getblocktemplate``, the call this set
+exists for) at most every ``probe_interval`` seconds, so it is preferred
+again soon after it recovers, without ever delaying a template fetch on a
+dead node.
 
 ``NodeSet`` is a ``Service`` only so that stopping it closes every client's
 connections: add it to the service tree before the services using it, so it
@@ -175,14 +177,24 @@ class NodeSet(Service):
     def _gbt(self, client: NodeClient, longpollid: str | None = None, timeout: float | None = None) -> defer.Deferred:
         return defer.Deferred.fromCoroutine(self._gbt_async(client, longpollid, timeout))
 
-    def get_template(self, longpollid: str | None = None, timeout: float | None = None) -> defer.Deferred:
-        """A :class:`Template` from the first node that serves one; fails
-        with :class:`NoNodeAvailable` when none does."""
-        return defer.Deferred.fromCoroutine(self._get_template(longpollid, timeout))
+    def get_template(self, longpollid: str | None = None, timeout: float | None = None, min_height: int = 0) -> defer.Deferred:
+        """A :class:`Template` from the first node that serves one at
+        ``min_height`` or above; fails with :class:`NoNodeAvailable` when no
+        node answers.
 
-    async def _get_template(self, longpollid, timeout) -> Template:
+        A node that answers with a lower template is behind: restarted and
+        still catching up, or cut off from its peers. It stays healthy (it
+        answered), but the next node is asked, so a lagging first node
+        cannot hold the pool on an old tip. When no node reaches
+        ``min_height``, the highest template wins (the first node's among
+        equals), and the caller decides what to make of it."""
+        return defer.Deferred.fromCoroutine(self._get_template(longpollid, timeout, min_height))
+
+    async def _get_template(self, longpollid, timeout, min_height: int) -> Template:
         errors: dict[str, Exception] = {}
-        for c in self._order():
+        best: Template | None = None
+        order = self._order()
+        for c in order:
             try:
                 tpl = await self._gbt(c, longpollid, timeout)
             except (RPCError, TemplateError) as e:
@@ -191,7 +203,15 @@ class NodeSet(Service):
                 self._mark(c.name, False, e)
                 continue
             self._mark(c.name, True)
-            return tpl
+            if tpl.height >= min_height:
+                return tpl
+            if c is not order[-1]:
+                log.info("node %s serves a template at height %d, below %d: asking the next node", c.name, tpl.height,
+                         min_height)
+            if best is None or tpl.height > best.height:
+                best = tpl
+        if best is not None:
+            return best
         raise NoNodeAvailable("getblocktemplate", errors)
 
     def get_template_from(self, name: str, longpollid: str | None = None, timeout: float | None = None) -> defer.Deferred:

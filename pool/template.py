@@ -40,6 +40,7 @@ class Template:
     longpollid: str | None
     coinbaseaux: bytes = b""
     node: str = ""  # the node that served it
+    signet_challenge: bytes | None = None  # the script a signet block's solution must satisfy (signet only)
 
     @property
     def prevhash_hex(self) -> str:
@@ -66,6 +67,7 @@ class Template:
             wc = gbt.get("default_witness_commitment")
             aux = gbt.get("coinbaseaux") or {}
             aux_bytes = b"".join(bytes.fromhex(v) for v in aux.values() if isinstance(v, str))
+            challenge = gbt.get("signet_challenge")
             bits = int(gbt["bits"], 16)
             tpl = cls(
                 height=int(gbt["height"]),
@@ -81,6 +83,7 @@ class Template:
                 longpollid=gbt.get("longpollid"),
                 coinbaseaux=aux_bytes,
                 node=node,
+                signet_challenge=bytes.fromhex(challenge) if challenge is not None else None,
             )
         except (KeyError, TypeError, ValueError) as e:
             raise TemplateError(f"malformed getblocktemplate result: {e!r}") from None
@@ -123,3 +126,18 @@ def successor(parent: Template, block_hash: bytes, block_time: int, network: Net
         longpollid=None,
         node=parent.node,
     )
+
+
+# OP_TRUE (OP_1) to OP_16: a signet challenge of one of these alone is met by
+# an empty solution (bitcoind -signet -signetchallenge=51).
+_TRUE_OPCODES = frozenset(range(0x51, 0x61))
+
+
+def signet_needs_solution(challenge: bytes) -> bool:
+    """Whether a signet block must carry a solution (a signature in its
+    coinbase's signet commitment) to meet ``challenge``. hashcoop adds none,
+    so on such a signet Bitcoin Core rejects every block the pool finds
+    (``bad-signet-blksig``). Only a challenge that is a single OP_TRUE..OP_16
+    is taken as met without one; anything else (the default signet's 1-of-2
+    multisig, any key or script) is taken as needing it."""
+    return not (len(challenge) == 1 and challenge[0] in _TRUE_OPCODES)

@@ -13,7 +13,12 @@ getbestblockhash poll) go through :meth:`WorkSource.hint`:
   moved past, is ignored;
 * otherwise a template fetch starts at once; hints that arrive while one is
   in flight coalesce into it, plus a single follow-up fetch if any of them
-  names a block the fetched template does not build on.
+  names a block the fetched template does not build on;
+* a fetch asks the node set for a template above the current height when a
+  hint named a new block, and at least at the current height otherwise: a
+  node below that (not caught up yet, or behind after a restart) is passed
+  over for the next one, so a lagging first node cannot hold the pool on an
+  old tip.
 
 Which template wins when answers disagree (several nodes, answers crossing
 each other):
@@ -50,7 +55,7 @@ from twisted.internet import defer
 from .btc.target import bits_difficulty
 from .btc.block import parse_header
 from .btc.hashing import hex_to_hash
-from .template import Template, successor
+from .template import Template, signet_needs_solution, successor
 from .tipwatch import BestHashPoller, LongPoller, NotifyListener, ZMQHashblock
 
 log = logging.getLogger("hashcoop.work")
@@ -170,7 +175,8 @@ class WorkSource(Service):
         if self._fetching is not None:
             self._hints_during_fetch.add(blockhash)
             return
-        self._fetch("hint")
+        # a node reporting our own block has the tip we build on already (not a newer one)
+        self._fetch("hint", newer=blockhash is not None and blockhash != self.speculative)
 
     def own_block(self, found, template: Template) -> None:
         """The pool found block ``found`` (a ``BlockFound``) on ``template``:
@@ -207,13 +213,18 @@ class WorkSource(Service):
 
     # -- fetching ------------------------------------------------------------
 
-    def _fetch(self, reason: str) -> None:
+    def _fetch(self, reason: str, newer: bool = False) -> None:
+        """``newer``: a hint named a block we do not build on, so a node
+        whose template is not above the current height has not got it yet
+        and the next node is asked (NodeSet.get_template's min_height);
+        otherwise only a node behind the current template is passed over."""
         if self._retry_call is not None and self._retry_call.active():
             self._retry_call.cancel()
         self._retry_call = None
         self._hints_during_fetch = set()
         requested_at = self.clock.seconds()
-        d = self.nodes.get_template()
+        min_height = 0 if self.current is None else self.current.height + (1 if newer else 0)
+        d = self.nodes.get_template(min_height=min_height)
         self._fetching = d
         d.addCallbacks(self._fetched, self._fetch_failed, callbackArgs=(reason, requested_at), errbackArgs=(reason,))
         d.addErrback(lambda f: log.error("template fetch: %s", f.getTraceback()))
@@ -233,8 +244,9 @@ class WorkSource(Service):
         self._schedule_refresh()
         if self.running and self.current is not None:
             tip = self.current.prevhash_hex
-            if any(h is None or (h != tip and h not in self._past_tips) for h in self._hints_during_fetch):
-                self._fetch("hint")
+            unseen = [h for h in self._hints_during_fetch if h is None or (h != tip and h not in self._past_tips)]
+            if unseen:
+                self._fetch("hint", newer=any(h is not None for h in unseen))
 
     def _fetch_failed(self, f, reason: str) -> None:
         self._fetching = None
@@ -322,6 +334,13 @@ class WorkSource(Service):
                     self.metrics.new_tips.labels(source=seen_by).inc()
             else:
                 log.info("first template: height %d on %s from %s", tpl.height, tip, tpl.node)
+        challenge = tpl.signet_challenge
+        new_challenge = previous is None or previous.signet_challenge != challenge
+        if challenge is not None and new_challenge and signet_needs_solution(challenge):
+            log.error("this signet's challenge %s needs a signature in every block, which hashcoop cannot make: "
+                      "Bitcoin Core will reject each block the pool finds (bad-signet-blksig). Shares are counted "
+                      "as usual; to find blocks, mine a signet anyone can sign (bitcoind -signet -signetchallenge=51)",
+                      challenge.hex())
         if self.metrics is not None:
             self.metrics.template_height.set(tpl.height)
             self.metrics.network_difficulty.set(bits_difficulty(tpl.bits))

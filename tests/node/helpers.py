@@ -208,6 +208,7 @@ class FakeNodeSet:
         self.names = list(names)
         self.healthy = {n: True for n in names}
         self.template_calls: list[defer.Deferred] = []
+        self.min_heights: list[int] = []  # get_template's min_height, per call
         self.from_calls: list[tuple[str, str | None, float | None, defer.Deferred]] = []
         self.best_calls: list[defer.Deferred] = []
         self.submit_timeout = 30.0
@@ -215,9 +216,10 @@ class FakeNodeSet:
     def is_healthy(self, name):
         return self.healthy[name]
 
-    def get_template(self, longpollid=None, timeout=None):
+    def get_template(self, longpollid=None, timeout=None, min_height=0):
         d = defer.Deferred()
         self.template_calls.append(d)
+        self.min_heights.append(min_height)
         return d
 
     def get_template_from(self, name, longpollid=None, timeout=None):

@@ -18,7 +18,7 @@ from pool.events import MemorySink
 from pool.metrics import Metrics
 from pool.node import NodeSet
 from pool.rpc import NodeClient
-from pool.tipwatch import NotifyListener
+from pool.tipwatch import NotifyListener, ZMQHashblock
 from pool.work import WorkSource
 
 from .helpers import FakeChain, FakeCoreServer
@@ -106,6 +106,9 @@ class LiveTest(unittest.TestCase):
         ws = self.work(zmq_endpoints=[f"tcp://127.0.0.1:{port}"])
         ws.startService()
         yield ws.ready()
+        # connected first: the fetch each (re)connection makes would otherwise be what finds the block
+        src = next(s for s in ws.sources if isinstance(s, ZMQHashblock))
+        yield self.until(lambda: src.connected)
         h = self.mine_everywhere()
         seq = iter(range(1000))
         yield self.until(lambda: ws.current.prevhash_hex == h,

@@ -117,6 +117,30 @@ def test_rpc_error_and_malformed_template_fail_over():
     assert m.registry.get_sample_value("hashcoop_rpc_errors_total", {"node": "node1", "method": "getblocktemplate", "kind": "template"}) == 1
 
 
+def test_a_node_behind_min_height_is_passed_over_but_stays_healthy():
+    """The first node restarted behind (still syncing, or cut off from its
+    peers) answers with an old template: the next node's template is used,
+    as Bitcoin Core showed (tests/realnode/test_failover.py), where a first
+    node preferred again at an old height held the pool on a stale tip."""
+    clock, (a, b, c), ns = make(3)
+    a.answers["getblocktemplate"] = {**GBT, "height": 100}
+    b.answers["getblocktemplate"] = {**GBT, "height": 102}
+    c.answers["getblocktemplate"] = {**GBT, "height": 104}
+    got = result(ns.get_template(min_height=104))
+    assert got.node == "node2" and got.height == 104
+    assert ns.healthy_names() == ["node0", "node1", "node2"]  # behind is not down
+    # at or above min_height, the first node serves as before, alone
+    assert result(ns.get_template(min_height=100)).node == "node0"
+    assert len(gbt_calls(b)) == 1
+    # no node reaches min_height: the highest template, the first among equals
+    c.answers["getblocktemplate"] = {**GBT, "height": 102}
+    assert result(ns.get_template(min_height=110)).node == "node1"
+    # a node that fails is still failed over, and marked down
+    b.answers["getblocktemplate"] = down("node1")
+    assert result(ns.get_template(min_height=110)).node == "node2"
+    assert ns.healthy_names() == ["node0", "node2"]
+
+
 def test_call_any_returns_real_answers_and_fails_over_on_node_failures():
     clock, (a, b), ns = make()
     a.answers["getblockhash"] = RPCError(-8, "Block height out of range")

@@ -4,7 +4,11 @@ timeouts, refused connections, metrics."""
 from __future__ import annotations
 
 import orjson
+import pytest
 from twisted.internet import defer, reactor
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from pool.metrics import Metrics
@@ -268,3 +272,21 @@ def deferLater(seconds: float) -> defer.Deferred:
     from twisted.internet import task
 
     return task.deferLater(reactor, seconds, lambda: None)
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:18443/", "http://[::1]:18443/"])
+def test_a_refused_connection_to_a_node_by_ip_address_fails_at_once(url):
+    """Agent's default endpoint learns that its only address refused the
+    connection at the next tick of its 0.3 s attempt timer: a dead node's
+    calls failed 0.3 s late, and the pool failed over that much later (on
+    real Bitcoin Core a block went stale meanwhile,
+    tests/realnode/test_failover.py). No clock time may pass here."""
+    clock = MemoryReactorClock()
+    c = NodeClient(clock, url, name="gone", timeout=5)
+    d = c.call("getblockcount")
+    (host, port, factory, _, _), = clock.tcpClients
+    assert (host, port) == (url.split("//")[1].rsplit(":", 1)[0].strip("[]"), 18443)
+    factory.clientConnectionFailed(clock.connectors[0], Failure(ConnectionRefusedError()))
+    out = []
+    d.addBoth(out.append)
+    assert out and out[0].check(RPCTransportError) and "refused" in str(out[0].value)

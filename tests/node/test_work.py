@@ -10,10 +10,11 @@ from twisted.internet import defer, task
 
 from pool.btc.target import bits_difficulty
 from pool.metrics import Metrics
+from pool.template import Template, signet_needs_solution
 from pool.tipwatch import BestHashPoller, LongPoller, NotifyListener, ZMQHashblock
 from pool.work import WorkSource
 
-from .helpers import FakeNodeSet, down, template, tip
+from .helpers import GBT, FakeNodeSet, down, template, tip
 
 
 class Rig:
@@ -206,6 +207,40 @@ def test_lagging_node_does_not_move_the_tip_back():
     assert r.ws.current.prevhash_hex == tip(9103) and r.got[-1][1] is True
 
 
+def test_fetches_ask_for_a_template_above_the_tip_a_hint_named():
+    """A hint naming a new block asks for a template above the current
+    height, so a first node that has not got the block (restarted behind,
+    still syncing) is passed over by the node set; other fetches ask for at
+    least the current height."""
+    r = Rig(names=("node0", "node1"), refresh_interval=30)
+    r.start(template(103, prev=tip(102)))
+    assert r.nodes.min_heights == [0]  # startup: anything
+    r.ws.hint(tip(103), "zmq")
+    r.answer(template(104, prev=tip(103), node="node1"))
+    r.ws.hint(None, "notify")  # says "something changed", names no block
+    r.answer(template(104, prev=tip(103), node="node1"))
+    r.clock.advance(30)  # refresh
+    r.answer(template(104, prev=tip(103), node="node1", curtime=9))
+    assert r.nodes.min_heights == [0, 104, 104, 104]
+    # a follow-up for a block named during a fetch asks above the new height
+    r.ws.hint(tip(104), "zmq")
+    r.ws.hint(tip(105), "poll")
+    r.answer(template(105, prev=tip(104)))
+    r.answer(template(106, prev=tip(105)))
+    assert r.nodes.min_heights[-2:] == [105, 106] and r.ws.current.height == 106
+    # a follow-up for unnamed hints only asks for the current height
+    r.ws.hint(tip(106), "zmq")
+    r.ws.hint(None, "notify")
+    r.answer(template(107, prev=tip(106)))
+    r.answer(template(107, prev=tip(106)))
+    assert r.nodes.min_heights[-2:] == [107, 107]
+    # a retry after a failed fetch asks for the current height
+    r.ws.hint(tip(107), "zmq")
+    r.answer(down())
+    r.clock.advance(1)
+    assert r.nodes.min_heights[-2:] == [108, 107]
+
+
 def test_failover_to_a_lagging_node_when_the_current_node_is_down():
     r = Rig(names=("node0", "node1"))
     r.start(template(104, prev=tip(103), node="node0"))
@@ -357,3 +392,36 @@ def test_every_report_of_every_source_is_counted_first_or_not():
     assert r.metric("hashcoop_tip_reports_total", source="notify") == 1
     assert r.metric("hashcoop_tip_reports_total", source="longpoll") == 1
     assert r.fetches == 2
+
+
+# the default signet's challenge: a 1-of-2 multisig of its operators' keys
+DEFAULT_SIGNET = bytes.fromhex("512103ad5e0edad18cb1f0fc0d28a3d4f1f3e445640337489abb10404f2d1e086be430210359ef50"
+                               "21964fe22d6f8e05b2463c9540ce96883fe3b278760f048f5189f2e6c452ae")
+
+
+def test_signet_challenge_is_parsed_and_judged():
+    assert Template.from_gbt({**GBT, "signet_challenge": "51"}).signet_challenge == b"\x51"
+    assert Template.from_gbt(GBT).signet_challenge is None  # regtest: none
+    assert not signet_needs_solution(b"\x51") and not signet_needs_solution(b"\x60")
+    for challenge in (DEFAULT_SIGNET, b"", b"\x00", b"\x50", b"\x61", b"\x51\x51", bytes.fromhex("0014" + "11" * 20)):
+        assert signet_needs_solution(challenge), challenge.hex()
+
+
+def test_a_signet_whose_blocks_need_a_signature_is_named_once(caplog):
+    """On such a signet (the default one) Bitcoin Core rejects every block
+    the pool finds with bad-signet-blksig (tests/realnode/test_signet.py):
+    the operator is told at the first template, not at the first lost block."""
+    caplog.set_level(logging.INFO, logger="hashcoop.work")
+    r = Rig()
+    r.start(template(103, prev=tip(102), signet_challenge=DEFAULT_SIGNET))
+    r.ws.hint(tip(103), "zmq")
+    r.answer(template(104, prev=tip(103), signet_challenge=DEFAULT_SIGNET))
+    told = [m for m in caplog.messages if "bad-signet-blksig" in m]
+    assert len(told) == 1 and DEFAULT_SIGNET.hex() in told[0] and "-signetchallenge=51" in told[0]
+    assert [rec.levelname for rec in caplog.records if "bad-signet-blksig" in rec.getMessage()] == ["ERROR"]
+    caplog.clear()
+    r = Rig()
+    r.start(template(103, prev=tip(102), signet_challenge=b"\x51"))  # anyone can sign
+    r2 = Rig()
+    r2.start(template(103, prev=tip(102)))  # not signet
+    assert not [m for m in caplog.messages if "signet" in m]

@@ -46,15 +46,17 @@ class CoreError(Exception):
 
 class CoreNode:
     """``bitcoind`` on regtest (or a private signet: ``chain="signet"`` with
-    ``-signetchallenge=51``, whose blocks need no signature) with cookie
-    authentication, ZMQ ``hashblock``, no connections unless ``peers``
-    names other nodes' P2P ports, and a ``-fallbackfee`` for the wallet."""
+    ``-signetchallenge=51``, whose blocks need no signature, or another
+    ``signet_challenge``) with cookie authentication, ZMQ ``hashblock``, no
+    connections unless ``peers`` names other nodes' P2P ports, and a
+    ``-fallbackfee`` for the wallet."""
 
     def __init__(self, datadir: Path, *, chain: str = "regtest", args: tuple[str, ...] = (), peers: tuple[int, ...] = (),
-                 fallbackfee: str | None = "0.0002", start: bool = True):
+                 fallbackfee: str | None = "0.0002", signet_challenge: str = "51", start: bool = True):
         self.datadir = Path(datadir)
         self.datadir.mkdir(parents=True, exist_ok=True)
         self.chain = chain
+        self.signet_challenge = signet_challenge
         self.rpcport = free_port()
         self.p2pport = free_port()
         self.zmq = f"tcp://127.0.0.1:{free_port()}"
@@ -71,7 +73,7 @@ class CoreNode:
 
     @property
     def chain_args(self) -> list[str]:
-        return ["-regtest"] if self.chain == "regtest" else ["-signet", "-signetchallenge=51"]
+        return ["-regtest"] if self.chain == "regtest" else ["-signet", f"-signetchallenge={self.signet_challenge}"]
 
     @property
     def chaindir(self) -> Path:

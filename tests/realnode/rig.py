@@ -21,7 +21,7 @@ POOL_ADDR = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
 MINER_A = "bcrt1qqqqsyqcyq5rqwzqfpg9scrgwpugpzysnard0ew"
 MINER_B = "bcrt1psjw83ferk5eyapl0f5fpd8u50s2t39hxp4pzuttnugf0acxfwy4qwwea25"
 OTHER = "bcrt1qj4j7j704sq2yumjs0xq2hp2xhaukegh4emmvfn"  # the rest of the network
-SIGNET_OTHER = "tb1qj4j7j704sq2yumjs0xq2hp2xhaukegh4qvjy0u"
+SIGNET_OTHER = "tb1qj4j7j704sq2yumjs0xq2hp2xhaukegh4mjzp76"  # OTHER's program on signet
 
 
 def pool_config(nodes: list[CoreNode], *, port: int, data_dir: Path, address: str = POOL_ADDR, network: str = "regtest",
