@@ -1,8 +1,8 @@
 """README, "Running against a real bitcoind", regtest, done as written on
 Bitcoin Core: bitcoind with ZMQ and ``-blocknotify`` running ``hashcoop
-notify``, one block out of initial block download, pool/examples/regtest.toml
-with the edits the README names (the pool's address, the cookie file, the
-ZMQ endpoint), ``hashcoop run``, and cpuminer pointed at it as the README's
+notify``, a wallet whose new address is the pool's, pool/examples/regtest.toml
+with the edits the README names (the address, the cookie file, the ZMQ
+endpoint), ``hashcoop run``, and cpuminer pointed at it as the README's
 "Pointing miners at it" says. Only ports and directories differ, so that the
 test runs beside anything else."""
 from __future__ import annotations
@@ -33,12 +33,10 @@ def test_the_readme_regtest_walkthrough(tmp_path, core, minerd):
     stratum, notify, http, operator = free_port(), free_port(), free_port(), free_port()
     node = core(start=False)
     node.extra += [f"-blocknotify={hashcoop_command()} notify -c {toml} %s"]
-    # the README's wallet address: a wallet's own
     text = (ROOT / "pool" / "examples" / "regtest.toml").read_text()
     node.start()
     node.cli("createwallet", "pool")
     address = node.cli("-rpcwallet=pool", "getnewaddress")
-    node.cli("generatetoaddress", "1", OTHER)  # out of initial block download
     edits = {
         r'address = "bcrt1q[0-9a-z]+"': f'address = "{address}"',
         r'cookie_file = "[^"]*"': f'cookie_file = "{node.cookie}"\nzmq_hashblock = "{node.zmq}"',
@@ -72,7 +70,6 @@ def test_the_readme_regtest_walkthrough(tmp_path, core, minerd):
         node.cli("generatetoaddress", "1", OTHER)
         wait_for(lambda: reports(operator).get("notify", 0) >= 1 and reports(operator).get("zmq", 0) >= 1, timeout=30,
                  what=f"reports from -blocknotify and ZMQ (have {reports(operator)})")
-        # (the block before the pool started had no pool to reach: hashcoop notify exits 3, and Core logs that)
         since = [node.rpc("getblockhash", h) for h in range(start + 1, node.rpc("getblockcount") + 1)]
         failed = [line for line in node.tail(1_000_000).splitlines() if "runCommand error" in line]
         assert not [b for b in since if any(b in line for line in failed)], failed
