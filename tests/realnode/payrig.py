@@ -27,6 +27,7 @@ class Mined:
     db_url: str
     snaps: dict[str, Snapshot]  # every block the pool found -> its PPLNS window snapshot in Redis
     main: list[str]  # those in Core's main chain, lowest first
+    joined: int  # Core's height when every miner had had a share accepted: later blocks' windows hold every miner
     sharelog: ShareLogReader
 
 
@@ -49,7 +50,7 @@ def mine(node: CoreNode, tmp_path: Path, *, pool_process, minerd, redis_server, 
     """One minerd (one thread) per address in ``miners`` mines through the
     pool until, after every miner has had a share accepted, Core's chain
     holds ``blocks`` more blocks (all the pool's: nothing else mines
-    meanwhile; so the later blocks' windows hold every miner); then the miners and the pool stop (the
+    meanwhile); then the miners and the pool stop (the
     pool flushes its accounting) and every block the pool found must have
     its window snapshot in Redis."""
     port = free_port()
@@ -73,5 +74,5 @@ def mine(node: CoreNode, tmp_path: Path, *, pool_process, minerd, redis_server, 
     assert None not in snaps.values(), "every block the pool found has its window snapshot"
     main = sorted((h for h in found if in_main_chain(node, h)), key=lambda h: snaps[h].height)
     assert len(main) >= blocks, (len(main), len(found))
-    return Mined(pool.path, db_url, snaps, main, sharelog)
+    return Mined(pool.path, db_url, snaps, main, start, sharelog)
 
