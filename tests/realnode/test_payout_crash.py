@@ -2,7 +2,7 @@
 harness of ``tests/payouts/crash.py`` (the one the stand-in runs) on a real
 bitcoind. ``hashcoop payouts run --once`` is killed with SIGKILL right after
 each step of the payment sequence -- intent, signed, stored, broadcast,
-sent, confirmed -- 2 times a step in CI (1 on PostgreSQL), 20 at
+sent, confirmed -- 3 times a step in CI (2 on PostgreSQL), 20 at
 ``HASHCOOP_HOSTILE_SCALE=full`` (case "payout-kill"), with credits arriving
 all along, and restarted. Afterwards Core's wallet and the ledger agree:
 the pool wallet's sends (``listtransactions``) are exactly the ledger's
@@ -23,8 +23,8 @@ from tests.payouts.crash import PAYEES, WalletNode, crash_run, forkserver, postg
 from .core import COIN
 
 pytestmark = [pytest.mark.bitcoind, pytest.mark.hostile]
-KILLS_PER_STEP = 20 if full() else 2
-PG_KILLS_PER_STEP = 20 if full() else 1
+KILLS_PER_STEP = 20 if full() else 3
+PG_KILLS_PER_STEP = 20 if full() else 2
 # 200 BTC pay even the full run (about 10 BTC); Core's wallet takes ~0.1-0.25 s per block paying it here
 FUNDING_BLOCKS = 4
 PG_URL = os.environ.get("HASHCOOP_TEST_DATABASE_URL", "")

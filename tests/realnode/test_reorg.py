@@ -30,7 +30,7 @@ from payouts.db import make_engine
 from payouts.pplns import split_reward
 from tests.payouts.crash import ForkedCLI, forkserver  # noqa: F401 (forkserver is a fixture)
 
-from .payrig import NO_PAY, core_with_pool_wallet, mine
+from .payrig import NO_PAY, core_with_pool_wallet, in_main_chain, mine
 from .rig import MINER_A, MINER_B, OTHER
 
 pytestmark = pytest.mark.bitcoind(needs=("MINERD",))
@@ -40,6 +40,18 @@ def audit_rows(engine, block_hash: str) -> dict[str, int]:
     with engine.connect() as c:
         return dict(c.execute(sa.text("select address, count(*) from ledger_entries where block_hash = :h group by address"),
                               {"h": block_hash}).all())
+
+
+def side_branches(node) -> list[str]:
+    """The first block of every valid branch Core knows beside its main chain."""
+    out = []
+    for tip in node.rpc("getchaintips"):
+        if tip["status"] in ("valid-fork", "valid-headers"):
+            h = tip["hash"]
+            for _ in range(tip["branchlen"] - 1):
+                h = node.rpc("getblockheader", h)["previousblockhash"]
+            out.append(h)
+    return out
 
 
 def test_reorg_orphans_a_pool_block_and_a_heavier_branch_brings_it_back(tmp_path, core, minerd, redis_server, pool_process, forkserver):
@@ -70,7 +82,12 @@ def test_reorg_orphans_a_pool_block_and_a_heavier_branch_brings_it_back(tmp_path
     pending_before = read.pool_summary(engine)["pending_reward"]
     assert pending_before == sum(rewards.values())
 
-    # -- the reorg: a competing branch with more work
+    # -- the reorg: a competing branch with more work. Blocks the miners raced
+    # for a height (the losers are side branches) are set aside until the end,
+    # so that Core chooses between the branches this test makes.
+    raced = side_branches(node)
+    for h in raced:
+        node.rpc("invalidateblock", h)
     node.rpc("invalidateblock", last)
     alt = node.rpc("generatetoaddress", 2, OTHER)
     node.rpc("reconsiderblock", last)
@@ -126,4 +143,7 @@ def test_reorg_orphans_a_pool_block_and_a_heavier_branch_brings_it_back(tmp_path
     assert all(read.block_report(engine, h)["status"] == "confirmed" for h in main)
     assert {a: read.address_summary(engine, a) for a in expect} == balances
     payouts("check")
+    for h in raced:
+        node.rpc("reconsiderblock", h)
+        assert not in_main_chain(node, h)
     engine.dispose()
