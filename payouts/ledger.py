@@ -300,10 +300,6 @@ class Ledger:
                 report_json=report_json, report_digest=digest))
             return True
 
-    def set_confirmations(self, block_hash: str, confirmations: int, reason: str | None = None) -> None:
-        with self._write() as c:
-            c.execute(update(Block).where(Block.hash == block_hash).values(confirmations=confirmations, checked_time=self.clock(), status_reason=reason))
-
     # -- payments -----------------------------------------------------------------------------------
     def payable(self, min_payout: int) -> list[tuple[str, int]]:
         with self.engine.connect() as c:

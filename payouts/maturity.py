@@ -17,7 +17,8 @@ is credited when its confirmations reach ``maturity_depth`` (101 or more).
 * orphaned and still out -> ``stay`` (re-checked while the tip is less than
   ``orphan_recheck_depth`` blocks past it);
 * confirmed -> nothing ever changes (credits are final; a reorg deeper than
-  the maturity depth is beyond what a pool can undo, and is logged).
+  the maturity depth is beyond what a pool can undo, and the tracker does
+  not ask about credited blocks again).
 """
 from __future__ import annotations
 

@@ -17,7 +17,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_PATHS = ("tests/payouts/test_simulation.py", "tests/hostile", "tests/stratum/test_flood_policy.py", "tests/payouts/test_crash.py")
+# tests/realnode/test_payout_crash.py runs on Bitcoin Core ($BITCOIND; skipped without it)
+DEFAULT_PATHS = ("tests/payouts/test_simulation.py", "tests/hostile", "tests/stratum/test_flood_policy.py", "tests/payouts/test_crash.py",
+                 "tests/realnode/test_payout_crash.py")
 
 # The cases of issue 8 and the tests that check them (substrings of the
 # JUnit test ids); the report lists each case's tests, outcomes, printed
@@ -39,7 +41,7 @@ CASES = {
     "node outage": ["test_node_outage", "test_a_block_found_during_an_outage", "test_a_stuck_node"],
     "submitblock answers": ["test_every_submitblock_answer"],
     "Redis killed": ["test_faults_redis", "redis_kill", "redis-kill"],
-    "ledger stopped, payout killed": ["test_crash.py::", "test_faults_ledger.py::", "test_faults_payout"],
+    "ledger stopped, payout killed": ["test_crash.py::", "test_payout_crash.py::", "test_faults_ledger.py::", "test_faults_payout"],
     "block withholding": ["test_withholding"],
     "pool hopping": ["test_simulation.py::"],
 }

@@ -312,7 +312,7 @@ def reconcile(engine, node, credited) -> tuple[int, int]:
     """(addresses paid more than once / more than owed, ledger-wallet mismatches)."""
     assert Ledger(engine).check_invariants() == []
     pays = read.payments(engine, limit=100_000)
-    sent = sends_by_address(node)
+    sent = sends_by_address(node.rpc)
     double = mismatches = 0
     for a, v in credited.items():
         s = read.address_summary(engine, a)

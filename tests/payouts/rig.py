@@ -26,9 +26,10 @@ def wallet_node(datadir: Path) -> tuple[DevNode, str]:
     return node, node.rpc("getnewaddress")
 
 
-def write_config(path: Path, *, node: DevNode, pool_address: str, data_dir: Path, db_url: str, redis_url: str | None = None,
+def write_config(path: Path, *, node, pool_address: str, data_dir: Path, db_url: str, redis_url: str | None = None,
                  stratum_port: int = 0, share_difficulty: float = 0.0001, window_difficulty: float = 0.0015,
                  payouts: dict | None = None) -> Path:
+    """A pool and payout config on ``node`` (anything with ``url`` and ``cookie_path``)."""
     p = {"fee_percent": 1.0, "fee_address": FEE_ADDRESS, "min_payout_sat": 1000, "max_outputs": 2, "tx_fee_payer": "pool",
          "fee_rate_sat_vb": 2.0, "payment_confirmations": 2, "interval": 1.0, "wallet": "pool", "lease_ttl": 30.0}
     p.update(payouts or {})
@@ -81,10 +82,11 @@ def payouts(config: Path, *args: str, env: dict | None = None, timeout: float = 
                           capture_output=True, text=True, timeout=timeout)
 
 
-def sends_by_address(node: DevNode) -> dict[str, int]:
-    """What the wallet sent, by address, from its own transaction list (sends confirmed or not)."""
+def sends_by_address(wallet_rpc) -> dict[str, int]:
+    """What the wallet sent, by address, from its own transaction list
+    (sends confirmed or not); ``wallet_rpc(method, *params)`` calls the wallet."""
     out: dict[str, int] = {}
-    for e in node.rpc("listtransactions", "*", 100000):
+    for e in wallet_rpc("listtransactions", "*", 100000):
         if e["category"] == "send" and e["confirmations"] >= 0:
             out[e["address"]] = out.get(e["address"], 0) + round(-e["amount"] * 100_000_000)
     return out

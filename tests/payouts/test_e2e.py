@@ -116,7 +116,7 @@ def test_blocks_mature_credit_pay_and_verify_with_a_reorg(tmp_path):
         node.rpc("generatetoaddress", 2, OTHER)
         run_once(cfg)
         assert all(p["status"] == "confirmed" for p in read.payments(engine))
-        assert sends_by_address(node) == expect, "each address got its PPLNS share to the satoshi"
+        assert sends_by_address(node.rpc) == expect, "each address got its PPLNS share to the satoshi"
         for a, v in expect.items():
             s = read.address_summary(engine, a)
             assert (s["credited"], s["paid"], s["owed"], s["paid_confirmed"]) == (v, v, 0, v)
