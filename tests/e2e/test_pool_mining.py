@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import orjson
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor, task, threads
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.protocols.basic import LineReceiver
 from twisted.trial import unittest
@@ -27,6 +27,7 @@ MINERS = {
 }
 NETWORK_DIFF = 0.002  # about 10 of the fixed-difficulty shares per block
 PROBES = 25
+FAN_OUT_WAIT = 10  # seconds; the bound the test holds the pool to is 2 s from the find
 
 
 class Probe(LineReceiver):
@@ -106,8 +107,53 @@ class PoolMiningTest(unittest.TestCase):
         # every miner gets jobs and has shares accepted; blocks are found
         yield self.until(lambda: all(credited(a) for a in MINERS) and len(self.sink.blocks) >= 2, 150,
                          "shares from every miner and two blocks")
-        yield self.until(lambda: sum(1 for s in self.sink.statuses if s.status in ("submitted", "confirmed")) >= 2, 30,
-                         "two blocks accepted by the node")
+
+        def taken():
+            """Found blocks the node took (each counted once: a block is
+            'submitted', later 'confirmed')."""
+            hashes = {s.hash for s in self.sink.statuses if s.status in ("submitted", "confirmed")}
+            return [b for b in self.sink.blocks if b.hash in hashes]
+
+        yield self.until(lambda: len(taken()) >= 2, 30, "two blocks accepted by the node")
+
+        # each block the node took pays the pool. Those in the node's chain
+        # became its tip; any other lost its height to a sibling the pool
+        # found first (two shares met the target before the miners had work
+        # on the new tip; the node keeps the block it saw first), so it never
+        # was a tip to build on. The node is asked from a thread: the reactor
+        # must not stop while clean jobs may be on their way to the probes
+        # (a probe stamps a job when the reactor hands it over).
+        def rpc(method, *params):
+            return threads.deferToThread(self.node.rpc, method, *params)
+
+        found_hashes = {b.hash for b in self.sink.blocks}
+        in_chain = []
+        for found in taken():
+            block = yield rpc("getblock", found.hash, 2)
+            assert block["height"] == found.height
+            coinbase = block["tx"][0]
+            assert coinbase["vout"][0]["scriptPubKey"]["address"] == POOL_ADDR
+            assert round(coinbase["vout"][0]["value"] * 1e8) == found.reward
+            if block["confirmations"] >= 1:
+                in_chain.append(found)
+            else:
+                holder = yield rpc("getblockhash", found.height)
+                assert holder != found.hash and holder in found_hashes, (found.hash, holder)
+        assert in_chain
+        assert (yield rpc("getblockcount")) > start_height
+
+        # every connected miner gets a clean job building on each of them.
+        # Waited for, not looked up: the node answers submitblock a moment
+        # before its template on the new tip (the longpoll answer) reaches
+        # the pool, so the job may still be on its way. And waited for
+        # before the miners are stopped: stopping them blocks the reactor,
+        # which would hold the job back and stamp it late.
+        def first_clean(p, blockhash):
+            return next((t for t, params in p.notifies if params[8] and _prevhash(params[1]) == blockhash), None)
+
+        yield self.until(lambda: all(first_clean(p, b.hash) is not None for b in in_chain for p in probes),
+                         FAN_OUT_WAIT, f"a clean job on each of {[b.hash for b in in_chain]} at every probe")
+        latencies = [max(first_clean(p, b.hash) for p in probes) - _mono(b.time) for b in in_chain]
         results = {a: m.stop() for a, m in miners.items()}
 
         # shares were credited at the difficulty each miner was given
@@ -120,32 +166,11 @@ class PoolMiningTest(unittest.TestCase):
         for s in self.sink.accepted:
             assert s.share_difficulty >= s.difficulty or s.is_block
 
-        # the node's tip advanced; each found block is in its chain and pays the pool
-        found = self.sink.blocks[0]
-        assert self.node.rpc("getblockcount") > start_height
-        block = self.node.rpc("getblock", found.hash, 2)
-        assert block["confirmations"] >= 1 and block["height"] == found.height
-        coinbase = block["tx"][0]
-        assert coinbase["vout"][0]["scriptPubKey"]["address"] == POOL_ADDR
-        assert round(coinbase["vout"][0]["value"] * 1e8) == found.reward
-        assert len(block["tx"]) >= 1
-
-        # every connected miner got a clean job building on each found block
-        latencies = []
-        for b in self.sink.blocks:
-            if not any(s.hash == b.hash and s.status in ("submitted", "confirmed") for s in self.sink.statuses):
-                continue
-            got = []
-            for p in probes:
-                clean = [t for t, params in p.notifies if params[8] and _prevhash(params[1]) == b.hash]
-                assert clean, f"probe without a clean job for block {b.hash}"
-                got.append(clean[0])
-            latencies.append(max(got) - _mono(b.time))
-        report = {"blocks": len(self.sink.blocks), "shares": len(self.sink.accepted), "probes": PROBES,
-                  "found_to_last_clean_job_ms": [round(x * 1000, 1) for x in latencies]}
+        report = {"blocks": len(self.sink.blocks), "in_chain": len(in_chain), "shares": len(self.sink.accepted),
+                  "probes": PROBES, "found_to_last_clean_job_ms": [round(x * 1000, 1) for x in latencies]}
         print("e2e fan-out:", json.dumps(report))
         (self.tmp / "report.json").write_text(json.dumps(report))
-        assert latencies and max(latencies) < 2.0
+        assert max(latencies) < 2.0
 
 
 def _prevhash(stratum_prev: str) -> str:
