@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import orjson
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor, task, threads
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.protocols.basic import LineReceiver
 from twisted.trial import unittest
@@ -25,8 +25,9 @@ MINERS = {
     "bcrt1psjw83ferk5eyapl0f5fpd8u50s2t39hxp4pzuttnugf0acxfwy4qwwea25": ("fixed2", "x,d=0.0004"),
     "mfcHP2WMCVLsVZA8yrovmhMgxNFW9r98xw": ("vardiff", "x"),
 }
-NETWORK_DIFF = 0.002  # about 10 of the fixed-difficulty shares per block
+NETWORK_DIFF = 0.001  # about 5 of the 0.0002 shares per block: two blocks in ~35 s on a busy 2-core machine
 PROBES = 25
+FAN_OUT_WAIT = 10  # seconds; the bound the test holds the pool to is 2 s from the find
 
 
 class Probe(LineReceiver):
@@ -106,8 +107,53 @@ class PoolMiningTest(unittest.TestCase):
         # every miner gets jobs and has shares accepted; blocks are found
         yield self.until(lambda: all(credited(a) for a in MINERS) and len(self.sink.blocks) >= 2, 150,
                          "shares from every miner and two blocks")
-        yield self.until(lambda: sum(1 for s in self.sink.statuses if s.status in ("submitted", "confirmed")) >= 2, 30,
-                         "two blocks accepted by the node")
+
+        def taken():
+            """Found blocks the node took (each counted once: a block is
+            'submitted', later 'confirmed')."""
+            hashes = {s.hash for s in self.sink.statuses if s.status in ("submitted", "confirmed")}
+            return [b for b in self.sink.blocks if b.hash in hashes]
+
+        yield self.until(lambda: len(taken()) >= 2, 30, "two blocks accepted by the node")
+
+        # each block the node took pays the pool. Those in the node's chain
+        # became its tip; any other lost its height to a sibling the pool
+        # found first (two shares met the target before the miners had work
+        # on the new tip; the node keeps the block it saw first), so it never
+        # was a tip to build on. The node is asked from a thread: the reactor
+        # must not stop while clean jobs may be on their way to the probes
+        # (a probe stamps a job when the reactor hands it over).
+        def rpc(method, *params):
+            return threads.deferToThread(self.node.rpc, method, *params)
+
+        found_hashes = {b.hash for b in self.sink.blocks}
+        in_chain = []
+        for found in taken():
+            block = yield rpc("getblock", found.hash, 2)
+            assert block["height"] == found.height
+            coinbase = block["tx"][0]
+            assert coinbase["vout"][0]["scriptPubKey"]["address"] == POOL_ADDR
+            assert round(coinbase["vout"][0]["value"] * 1e8) == found.reward
+            if block["confirmations"] >= 1:
+                in_chain.append(found)
+            else:
+                holder = yield rpc("getblockhash", found.height)
+                assert holder != found.hash and holder in found_hashes, (found.hash, holder)
+        assert in_chain
+        assert (yield rpc("getblockcount")) > start_height
+
+        # every connected miner gets a clean job building on each of them.
+        # Waited for, not looked up: the node answers submitblock a moment
+        # before its template on the new tip (the longpoll answer) reaches
+        # the pool, so the job may still be on its way. And waited for
+        # before the miners are stopped: stopping them blocks the reactor,
+        # which would hold the job back and stamp it late.
+        def first_clean(p, blockhash):
+            return next((t for t, params in p.notifies if params[8] and _prevhash(params[1]) == blockhash), None)
+
+        yield self.until(lambda: all(first_clean(p, b.hash) is not None for b in in_chain for p in probes),
+                         FAN_OUT_WAIT, f"a clean job on each of {[b.hash for b in in_chain]} at every probe")
+        latencies = [max(first_clean(p, b.hash) for p in probes) - _mono(b.time) for b in in_chain]
         results = {a: m.stop() for a, m in miners.items()}
 
         # shares were credited at the difficulty each miner was given
@@ -115,37 +161,28 @@ class PoolMiningTest(unittest.TestCase):
         assert {s.difficulty for s in credited(list(MINERS)[1])} == {0.0004}
         vardiff = credited("mfcHP2WMCVLsVZA8yrovmhMgxNFW9r98xw")
         assert all(0.00005 <= s.difficulty <= 1 for s in vardiff)
+        # the miners and the pool agree on every share, but for the one
+        # reject no pool can avoid: a share already on its way when a new
+        # tip replaced its job (stale-job), arriving within the 2 s allowed
+        # below for a new job to reach every miner
+        jobs = list(self.pool.jobs.jobs.values())
+        for rej in self.sink.rejected:
+            job, _ = self.pool.jobs.resolve(rej.job_id or "")
+            assert rej.reason == "stale-job" and job is not None, rej
+            replaced_by = next((j for j in jobs[jobs.index(job):] if j.prevhash != job.prevhash), None)
+            assert replaced_by is not None, rej
+            assert 0 <= rej.time - replaced_by.created < 2.0, (rej, replaced_by.created)
         for addr, r in results.items():
-            assert r["accepted"] >= 1 and r["rejected"] == 0, (addr, r)
+            assert r["accepted"] >= 1, (addr, r)
+            assert r["rejected"] == sum(1 for x in self.sink.rejected if x.address == addr), (addr, r)
         for s in self.sink.accepted:
             assert s.share_difficulty >= s.difficulty or s.is_block
 
-        # the node's tip advanced; each found block is in its chain and pays the pool
-        found = self.sink.blocks[0]
-        assert self.node.rpc("getblockcount") > start_height
-        block = self.node.rpc("getblock", found.hash, 2)
-        assert block["confirmations"] >= 1 and block["height"] == found.height
-        coinbase = block["tx"][0]
-        assert coinbase["vout"][0]["scriptPubKey"]["address"] == POOL_ADDR
-        assert round(coinbase["vout"][0]["value"] * 1e8) == found.reward
-        assert len(block["tx"]) >= 1
-
-        # every connected miner got a clean job building on each found block
-        latencies = []
-        for b in self.sink.blocks:
-            if not any(s.hash == b.hash and s.status in ("submitted", "confirmed") for s in self.sink.statuses):
-                continue
-            got = []
-            for p in probes:
-                clean = [t for t, params in p.notifies if params[8] and _prevhash(params[1]) == b.hash]
-                assert clean, f"probe without a clean job for block {b.hash}"
-                got.append(clean[0])
-            latencies.append(max(got) - _mono(b.time))
-        report = {"blocks": len(self.sink.blocks), "shares": len(self.sink.accepted), "probes": PROBES,
-                  "found_to_last_clean_job_ms": [round(x * 1000, 1) for x in latencies]}
+        report = {"blocks": len(self.sink.blocks), "in_chain": len(in_chain), "shares": len(self.sink.accepted),
+                  "probes": PROBES, "found_to_last_clean_job_ms": [round(x * 1000, 1) for x in latencies]}
         print("e2e fan-out:", json.dumps(report))
         (self.tmp / "report.json").write_text(json.dumps(report))
-        assert latencies and max(latencies) < 2.0
+        assert max(latencies) < 2.0
 
 
 def _prevhash(stratum_prev: str) -> str:
