@@ -108,7 +108,7 @@ class TrackedBlock:
     call: object = None  # the DelayedCall of the next round
     inflight: defer.Deferred | None = None
     in_round: bool = False  # a round runs (set before its first synchronous step, unlike inflight)
-    first_round: defer.Deferred | None = None  # fires when the first round of this process is over
+    sent: dict = field(default_factory=dict)  # node -> Deferred of its first submitblock answer (this process)
 
     @property
     def hash(self) -> str:
@@ -156,7 +156,7 @@ class BlockSubmitter(Service):
         self.blocks[found.hash] = t
         self._update_gauge()
         log.warning("submitting block %d %s to %d node(s)", found.height, found.hash, len(self.nodes.names))
-        return self._begin(t)
+        return self._start_round(t)
 
     def record_stale(self, found: BlockFound, reason: str) -> None:
         """A block that cannot extend the chain: its share arrived after a
@@ -177,31 +177,6 @@ class BlockSubmitter(Service):
         return t.status if t else None
 
     # -- rounds ----------------------------------------------------------------
-
-    def _begin(self, t: TrackedBlock) -> defer.Deferred:
-        """The first round of ``t``, once its parent's first round is over
-        when the parent is a block of ours still being submitted: found on
-        the pool's own block (WorkSource.own_block) before the nodes
-        answered for that one, it would get prev-blk-not-found, a final
-        reject, from a node given it first."""
-        parent = self.blocks.get(t.found.prevhash)
-        if parent is None or parent.status != "new" or parent.first_round is None or parent.first_round.called:
-            t.first_round = self._start_round(t)
-            return t.first_round
-        log.warning("block %d %s builds on %s, still being submitted: it goes next", t.found.height, t.hash, parent.hash)
-        t.in_round = True
-        d = t.first_round = defer.Deferred()
-
-        def after_parent(result):
-            if self._stopped:  # the journal has it: the next start submits it
-                t.in_round = False
-                d.callback(self._status(t))
-            else:
-                self._start_round(t).chainDeferred(d)
-            return result
-
-        parent.first_round.addBoth(after_parent)
-        return d
 
     def _start_round(self, t: TrackedBlock) -> defer.Deferred:
         t.call = None
@@ -229,7 +204,7 @@ class BlockSubmitter(Service):
     async def _round(self, t: TrackedBlock) -> BlockStatus:
         # outage: every node we still wait for was unreachable this round
         if t.status == "new":
-            answers = await self.nodes.submit_block(t.found.block_hex)
+            answers = await self._submit_in_chain_order(t)
             for name, v in answers.items():
                 self._record(t, name, v)
             waiting = [v for n, v in answers.items() if t.outcome[n] == "unknown"]
@@ -249,6 +224,37 @@ class BlockSubmitter(Service):
                 delay = self.recheck_interval
             self._schedule(t, delay)
         return self._status(t)
+
+    async def _submit_in_chain_order(self, t: TrackedBlock) -> dict:
+        """``submitblock`` to every node; to each node only once it has
+        answered for the block's parent, when that is a block of ours still
+        being submitted: found on the pool's own block (WorkSource.own_block)
+        before the nodes answered for that one, it would get
+        prev-blk-not-found, a final reject, from a node given it first. Each
+        node on its own, so a node that hangs holds up no other."""
+        parent = self.blocks.get(t.found.prevhash)
+        before = parent.sent if parent is not None else {}
+        waiting = []
+        for name in self.nodes.names:
+            ahead = before.get(name)
+            if ahead is None or ahead.called:
+                t.sent[name] = self.nodes.submit_block_to(name, t.found.block_hex)
+            else:
+                t.sent[name] = d = defer.Deferred()
+                ahead.addBoth(self._then_submit, t, name, d)
+                waiting.append(name)
+        if waiting:
+            log.info("block %s builds on %s, not yet answered by %s: it goes to each of them next", t.hash,
+                     t.found.prevhash, ", ".join(waiting))
+        names = list(t.sent)
+        return dict(zip(names, await gather([t.sent[n] for n in names])))
+
+    def _then_submit(self, result, t: TrackedBlock, name: str, d: defer.Deferred):
+        if self._stopped:
+            d.errback(defer.CancelledError())
+        else:
+            self.nodes.submit_block_to(name, t.found.block_hex).chainDeferred(d)
+        return result
 
     async def _recheck_node(self, t: TrackedBlock, name: str) -> bool:
         """Ask one node that gave no verdict yet. True if it answered."""
@@ -469,10 +475,7 @@ class BlockSubmitter(Service):
             log.warning("resuming block %d %s (%s) from the journal", t.found.height, t.hash, t.status)
         for t in list(self.blocks.values()):  # also those of an earlier start/stop; parents first
             if not t.final and t.call is None and t.inflight is None:
-                if t.status == "new":
-                    self._begin(t)
-                else:
-                    self._start_round(t)
+                self._start_round(t)
 
     def stopService(self):
         Service.stopService(self)

@@ -266,13 +266,12 @@ class NodeSet(Service):
         return defer.Deferred.fromCoroutine(self._call_all(method, params, timeout))
 
     async def _call_all(self, method, params, timeout) -> dict:
-        ds = []
-        for c in self.clients:
-            d = c.call(method, *params, timeout=timeout)
-            d.addCallbacks(self._all_ok(c.name), self._all_failed(c.name))
-            ds.append(d)
-        results = await gather(ds)
+        results = await gather([self._call_one(c, method, params, timeout) for c in self.clients])
         return {c.name: r for c, r in zip(self.clients, results)}
+
+    def _call_one(self, c: NodeClient, method: str, params, timeout) -> defer.Deferred:
+        """``method`` on one node; fires with the result or the RPCError instance."""
+        return c.call(method, *params, timeout=timeout).addCallbacks(self._all_ok(c.name), self._all_failed(c.name))
 
     def _all_ok(self, name):
         def ok(result):
@@ -298,6 +297,11 @@ class NodeSet(Service):
         'inconclusive', 'high-hash', ...) or the RPCError (including
         RPCTimeout) that node gave."""
         return self.call_all("submitblock", block_hex, timeout=self.submit_timeout if timeout is None else timeout)
+
+    def submit_block_to(self, name: str, block_hex: str, timeout: float | None = None) -> defer.Deferred:
+        """``submitblock`` to the node ``name``; fires with its verdict as in :meth:`submit_block`."""
+        return self._call_one(self.client(name), "submitblock", (block_hex,),
+                              self.submit_timeout if timeout is None else timeout)
 
     # -- lifecycle ---------------------------------------------------------
 

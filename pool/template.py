@@ -1,6 +1,7 @@
 """A parsed getblocktemplate answer. Pure: no I/O."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from .btc.address import Network
@@ -101,7 +102,8 @@ def successor(parent: Template, block_hash: bytes, block_time: int, network: Net
     on chains with minimum-difficulty blocks (testnet3, testnet4).
 
     * height, previous block, version and bits follow from the parent (no
-      retarget, and a version the parent's template allowed is valid);
+      retarget, and a version the parent's template allowed is valid), and
+      so do the serving node and a signet's challenge;
     * the value is the subsidy alone: no transaction is included;
     * ``mintime`` is ``block_time + 1``. That is never below what the node
       would give (median time past + 1): ``block_time`` exceeded the median
@@ -112,19 +114,17 @@ def successor(parent: Template, block_hash: bytes, block_time: int, network: Net
     height = parent.height + 1
     if network.min_difficulty_blocks or (network.retarget_interval and height % network.retarget_interval == 0):
         return None
-    return Template(
+    return dataclasses.replace(
+        parent,
         height=height,
         prevhash=block_hash,
-        version=parent.version,
-        bits=parent.bits,
-        target=parent.target,
         curtime=block_time + 1,
         mintime=block_time + 1,
         coinbasevalue=block_subsidy(height, network.halving_interval),
         transactions=(),
         witness_commitment=EMPTY_BLOCK_WITNESS_COMMITMENT,
         longpollid=None,
-        node=parent.node,
+        coinbaseaux=b"",
     )
 
 

@@ -102,6 +102,7 @@ class WorkSource(Service):
         self.retry_max = retry_max
         self.network = network
         self.speculative: str | None = None  # the own block (display hex) the current empty template builds on
+        self._replacing: str | None = None  # while installing: what speculative was before
 
         self.current: Template | None = None
         self.current_since: float | None = None
@@ -313,7 +314,7 @@ class WorkSource(Service):
         previous = self.current
         self.current = tpl
         self.current_since = now
-        self.speculative = tpl.prevhash_hex if source == "found" else None
+        self._replacing, self.speculative = self.speculative, tpl.prevhash_hex if source == "found" else None
         if previous is None or tpl.prevhash != previous.prevhash:
             tip = tpl.prevhash_hex
             self._past_tips[tip] = None
@@ -334,6 +335,9 @@ class WorkSource(Service):
                     self.metrics.new_tips.labels(source=seen_by).inc()
             else:
                 log.info("first template: height %d on %s from %s", tpl.height, tip, tpl.node)
+        elif previous.prevhash_hex == (self._replacing or ""):
+            log.info("own block %s, height %d, reported by %s, template from %s", tpl.prevhash_hex, tpl.height, source,
+                     tpl.node)
         challenge = tpl.signet_challenge
         new_challenge = previous is None or previous.signet_challenge != challenge
         if challenge is not None and new_challenge and signet_needs_solution(challenge):

@@ -5,6 +5,7 @@ node a block's parent before the block."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -51,6 +52,8 @@ def test_successor_on_regtest_is_an_empty_block_on_the_found_one():
     assert EMPTY_BLOCK_WITNESS_COMMITMENT.hex() == ("6a24aa21a9ede2f61c3f71d1defd3fa999dfa36953755c690689799962b48bebd83697"
                                                     "4e8cf9")
     assert nxt.node == parent.node
+    signet = dataclasses.replace(parent, signet_challenge=b"\x51")
+    assert successor(signet, b"\x00" * 32, 0, get_network("signet")).signet_challenge == b"\x51"
 
 
 def test_no_successor_where_the_difficulty_may_change():
@@ -90,7 +93,8 @@ def started(**kw) -> WorkRig:
     return r
 
 
-def test_own_block_becomes_the_tip_at_once_then_the_nodes_template_replaces_it():
+def test_own_block_becomes_the_tip_at_once_then_the_nodes_template_replaces_it(caplog):
+    caplog.set_level(logging.INFO, logger="hashcoop.work")
     r = started()
     parent = r.ws.current
     r.clock.advance(1)
@@ -106,6 +110,7 @@ def test_own_block_becomes_the_tip_at_once_then_the_nodes_template_replaces_it()
     full = template(104, prev=tip(103))
     r.answer(full)
     assert r.got[-1] == (full, True) and r.ws.current is full and r.ws.speculative is None
+    assert f"own block {tip(103)}, height 104, reported by hint, template from node0" in caplog.text
     assert r.metric("hashcoop_new_tips_total", source="found") == 1 and r.metric("hashcoop_new_tips_total", source="zmq") is None
     r.ws.hint(tip(103), "poll")
     assert r.fetches == 2, "the tip is known now"
@@ -171,35 +176,53 @@ def test_found_on_the_empty_template_chains_on():
     assert r.ws.current.height == 105 and r.ws.current.prevhash_hex == tip(104) and r.got[-1][1]
 
 
-# -- BlockSubmitter: a parent before its child ---------------------------------------
+# -- BlockSubmitter: a parent before its child, node by node ------------------------
 
 
-def test_a_block_found_on_the_pools_own_block_is_submitted_after_it(tmp_path):
-    r = SubmitRig(tmp_path, n=1)
-    pending = defer.Deferred()
-    r.clients[0].answers["submitblock"] = lambda block: pending if block == "aa" else None
+def chain_pair():
     parent = BlockFound(time=1.0, height=104, hash=tip(104), prevhash=tip(103), address="a", worker="w", reward=1,
                         share_difficulty=1.0, network_difficulty=1.0, job_id="j", block_hex="aa")
-    child = dataclasses.replace(parent, height=105, hash=tip(105), prevhash=tip(104), block_hex="bb")
+    return parent, dataclasses.replace(parent, height=105, hash=tip(105), prevhash=tip(104), block_hex="bb")
+
+
+def test_a_block_found_on_the_pools_own_block_goes_to_each_node_after_its_parent(tmp_path):
+    r = SubmitRig(tmp_path, n=2)
+    slow, fast = defer.Deferred(), defer.Deferred()
+    r.clients[0].answers["submitblock"] = lambda block: slow if block == "aa" else None
+    r.clients[1].answers["submitblock"] = lambda block: fast if block == "aa" else None
+    parent, child = chain_pair()
     first = r.sub.submit(parent)
     second = r.sub.submit(child)
-    assert r.calls(0, "submitblock") == [("aa",)], "the child waits for its parent's answer"
-    assert not second.called
-    pending.callback(None)
-    assert fired(first).status == "submitted"
+    assert r.calls(0, "submitblock") == r.calls(1, "submitblock") == [("aa",)], "the child waits"
+    fast.callback(None)  # node1 answered for the parent: the child goes to node1, not yet to node0
+    assert r.calls(1, "submitblock") == [("aa",), ("bb",)] and r.calls(0, "submitblock") == [("aa",)]
+    assert not first.called and not second.called
+    slow.callback(None)
     assert r.calls(0, "submitblock") == [("aa",), ("bb",)]
-    assert fired(second).status == "submitted"
+    assert fired(first).status == fired(second).status == "submitted"
     assert [s.hash for s in r.sink.statuses] == [tip(104), tip(105)]
 
 
-def test_stopping_while_a_child_waits_leaves_it_to_the_next_start(tmp_path):
+def test_a_node_that_hangs_holds_up_no_other(tmp_path):
+    r = SubmitRig(tmp_path, n=2)
+    r.clients[0].answers["submitblock"] = lambda block: defer.Deferred()  # node0 never answers
+    r.clients[1].answers["submitblock"] = None
+    parent, child = chain_pair()
+    r.sub.submit(parent)
+    r.sub.submit(child)
+    grandchild = dataclasses.replace(child, height=106, hash=tip(106), prevhash=tip(105), block_hex="cc")
+    r.sub.submit(grandchild)
+    assert r.calls(1, "submitblock") == [("aa",), ("bb",), ("cc",)], "node1 has every block at once"
+    assert r.calls(0, "submitblock") == [("aa",)]
+
+
+def test_stopping_while_a_child_waits_sends_nothing_more_and_the_next_start_resumes_in_order(tmp_path):
     r = SubmitRig(tmp_path, n=1)
     r.sub.startService()
     r.clients[0].answers["submitblock"] = lambda block: defer.Deferred() if block == "aa" else None
-    parent = BlockFound(time=1.0, height=104, hash=tip(104), prevhash=tip(103), address="a", worker="w", reward=1,
-                        share_difficulty=1.0, network_difficulty=1.0, job_id="j", block_hex="aa")
+    parent, child = chain_pair()
     r.sub.submit(parent)
-    second = r.sub.submit(dataclasses.replace(parent, height=105, hash=tip(105), prevhash=tip(104), block_hex="bb"))
+    second = r.sub.submit(child)
     r.sub.stopService()
     assert fired(second).status == "pending" and r.calls(0, "submitblock") == [("aa",)], "nothing sent while stopping"
     later = defer.Deferred()
