@@ -830,11 +830,11 @@ class Chain:
         """Disconnected blocks' transactions go back to the mempool ahead of
         what is there, and everything is re-checked against the new tip."""
         now = self.now()
-        txs = [tx for block in reversed(disconnected) for tx in block.txs[1:]]
-        txs += [e.tx for e in self.mempool.clear()]
-        for tx in txs:
+        txs = [(tx, False) for block in reversed(disconnected) for tx in block.txs[1:]]
+        txs += [(e.tx, e.unbroadcast) for e in self.mempool.clear()]
+        for tx, unbroadcast in txs:
             try:
-                self.mempool.accept(tx, self, now)
+                self.mempool.accept(tx, self, now, bypass_limits=True, unbroadcast=unbroadcast)
             except MempoolReject:
                 pass
 
@@ -894,8 +894,8 @@ class Chain:
     # ------------------------------------------------------------------
     # mempool
 
-    def accept_to_mempool(self, tx: RawTx) -> MempoolEntry:
-        return self.mempool.accept(tx, self, self.now())
+    def accept_to_mempool(self, tx: RawTx, unbroadcast: bool = False) -> MempoolEntry:
+        return self.mempool.accept(tx, self, self.now(), unbroadcast=unbroadcast)
 
     # ------------------------------------------------------------------
     # templates and mining
