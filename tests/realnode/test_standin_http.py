@@ -172,25 +172,30 @@ def both(tmp_path_factory):
             core.close()
 
 
+def run(both, node: str, name: str, **extra) -> dict:
+    port, cookie = both[node]
+    chunks, responses, opts = CASES[name]
+    auth = b"Basic " + base64.b64encode(cookie)
+    sent = [c.replace(AUTH, auth) for c in chunks]
+    return exchange(port, sent, responses=responses, **{**opts, **extra}).comparable()
+
+
 @pytest.fixture(scope="module")
 def answers(both):
     """Every case on both nodes, eight connections at a time per node (Core
     runs -rpcthreads=8)."""
-    def run(node: str, name: str):
-        port, cookie = both[node]
-        chunks, responses, opts = CASES[name]
-        auth = b"Basic " + base64.b64encode(cookie)
-        sent = [c.replace(AUTH, auth) for c in chunks]
-        return exchange(port, sent, responses=responses, **opts).comparable()
-
     with ThreadPoolExecutor(16) as pool:
-        futures = {(node, name): pool.submit(run, node, name) for name in CASES for node in both}
+        futures = {(node, name): pool.submit(run, both, node, name) for name in CASES for node in both}
         return {key: f.result() for key, f in futures.items()}
 
 
 @pytest.mark.bitcoind
 @pytest.mark.parametrize("name", list(CASES))
-def test_the_standin_answers_as_core_does(answers, name):
+def test_the_standin_answers_as_core_does(both, answers, name):
     core, dev = answers[("core", name)], answers[("devnode", name)]
+    if dev != core and "settle" not in CASES[name][2]:
+        # a busy machine may close a connection later than the 0.3 s the
+        # first pass waits for it: look again, longer, before calling it a difference
+        core, dev = run(both, "core", name, settle=2.0), run(both, "devnode", name, settle=2.0)
     assert len(core["responses"]) == CASES[name][1], f"Core answered {core}"
     assert dev == core
