@@ -148,6 +148,7 @@ def session(call: Call) -> list[dict]:
     step("balances after reload", "getbalances", wallet="pool")
     step("listunspent after reload", "listunspent", wallet="pool")
     step("gettransaction after reload", "gettransaction", txid, wallet="pool")
+    step("getaddressinfo after reload", "getaddressinfo", addr, wallet="pool")
     step("loadwallet unknown", "loadwallet", "nope")
     return steps
 
