@@ -5,9 +5,10 @@ clock is passed in.
 Validation follows Bitcoin Core v31 step by step and answers with Core's
 reject strings (what ``submitblock`` returns, BIP22):
 
-1. ``submit_block``: already known ("duplicate" / "duplicate-invalid"),
-   fill in a missing coinbase witness reserved value
-   (UpdateUncommittedBlockStructures), then ProcessNewBlock:
+1. ``submit_block``: fill in a missing coinbase witness reserved value
+   (UpdateUncommittedBlockStructures), then ProcessNewBlock (a block
+   already stored is answered "duplicate" after CheckBlock, one whose
+   header failed "duplicate-invalid" from AcceptBlockHeader):
 2. CheckBlock: ``high-hash`` (PoW against the header's own bits),
    ``bad-txnmrklroot``, ``bad-txns-duplicate``, ``bad-blk-length``,
    ``bad-cb-missing``, ``bad-cb-multiple``, CheckTransaction
@@ -652,13 +653,11 @@ class Chain:
         return block
 
     def submit_block(self, block: Block) -> str | None:
-        """submitblock: Core's BIP22 answer for ``block`` (None = accepted)."""
-        idx = self.index.get(block.hash)
-        if idx is not None:
-            if idx.status & VALID_SCRIPTS and not idx.failed:
-                return "duplicate"
-            if idx.failed:
-                return "duplicate-invalid"
+        """submitblock: Core's BIP22 answer for ``block`` (None = accepted).
+        No shortcut for a hash already known: like Core v31, the block is
+        checked first, so a malleated copy of a stored block (the same
+        header, a transaction repeated: CVE-2012-2459) is answered
+        ``bad-txns-duplicate``, not ``duplicate``."""
         prev = self.index.get(block.prevhash)
         if prev is not None:
             block = self.update_uncommitted_block_structures(block, prev)
@@ -829,11 +828,11 @@ class Chain:
         """Disconnected blocks' transactions go back to the mempool ahead of
         what is there, and everything is re-checked against the new tip."""
         now = self.now()
-        txs = [tx for block in reversed(disconnected) for tx in block.txs[1:]]
-        txs += [e.tx for e in self.mempool.clear()]
-        for tx in txs:
+        txs = [(tx, False) for block in reversed(disconnected) for tx in block.txs[1:]]
+        txs += [(e.tx, e.unbroadcast) for e in self.mempool.clear()]
+        for tx, unbroadcast in txs:
             try:
-                self.mempool.accept(tx, self, now)
+                self.mempool.accept(tx, self, now, bypass_limits=True, unbroadcast=unbroadcast)
             except MempoolReject:
                 pass
 
@@ -893,8 +892,8 @@ class Chain:
     # ------------------------------------------------------------------
     # mempool
 
-    def accept_to_mempool(self, tx: RawTx) -> MempoolEntry:
-        return self.mempool.accept(tx, self, self.now())
+    def accept_to_mempool(self, tx: RawTx, unbroadcast: bool = False) -> MempoolEntry:
+        return self.mempool.accept(tx, self, self.now(), unbroadcast=unbroadcast)
 
     # ------------------------------------------------------------------
     # templates and mining

@@ -103,6 +103,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--fallbackfee", type=_btc_per_kvb, default=0, metavar="BTC/kvB",
                    help="fee rate wallets use when a call gives none (default 0: disabled, like Core)")
+    p.add_argument("--rpcservertimeout", type=_non_negative(float), default=30.0, metavar="SECONDS",
+                   help="close an RPC connection idle this long (default 30, like Core; 0 never)")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     p.set_defaults(func=run)
     return p
@@ -126,6 +128,7 @@ def options_from_args(args: argparse.Namespace) -> DevNodeOptions:
         persist=args.persist,
         longpoll_first_check=args.longpoll_mempool_wait,
         fallbackfee=args.fallbackfee,
+        rpcservertimeout=args.rpcservertimeout,
     )
 
 

@@ -3,9 +3,9 @@
 :class:`Mempool` keeps unconfirmed transactions with their fee, weight,
 sigop cost and in-mempool parents, accepts new ones against a chain view
 (inputs present, no double spend, mature coinbase, final, fee not
-negative) and selects them for a block by ancestor-package feerate, the
-way Bitcoin Core's BlockAssembler does. No replacement (RBF), no script
-or signature checks, no minimum relay fee.
+negative, the minimum relay fee met) and selects them for a block by
+ancestor-package feerate, the way Bitcoin Core's BlockAssembler does. No
+replacement (RBF), no script or signature checks.
 
 :class:`Faucet` makes plausible transactions from the dev faucet's coins:
 mixed P2WPKH, P2TR and P2PKH inputs and outputs, dummy signatures of the
@@ -42,6 +42,7 @@ BYTES_PER_SIGOP = 20  # -bytespersigop: sigop-adjusted virtual size
 BLOCK_RESERVED_WEIGHT = 8_000  # -blockreservedweight: header, tx count and coinbase
 BLOCK_RESERVED_SIGOPS = 400  # coinbase sigops the assembler keeps free
 MEMPOOL_HEIGHT = 0x7FFFFFFF  # the height Core gives coins that exist only in the mempool
+MIN_RELAY_FEE = 100  # sat/kvB (-minrelaytxfee, 0.1 sat/vB in Core v31)
 MIN_FAUCET_COIN = 100_000  # smaller faucet outputs are left alone (they would not cover a fee and change)
 
 
@@ -84,6 +85,7 @@ class MempoolEntry:
     height: int  # chain height when it entered
     parents: set[bytes] = field(default_factory=set)
     children: set[bytes] = field(default_factory=set)
+    unbroadcast: bool = False  # submitted over RPC; no peer asked for it (the devnode has none)
 
     @property
     def vsize(self) -> int:
@@ -119,9 +121,12 @@ class Mempool:
 
     # ------------------------------------------------------------------
 
-    def accept(self, tx: RawTx, view: ChainView, now: int) -> MempoolEntry:
+    def accept(self, tx: RawTx, view: ChainView, now: int, *, bypass_limits: bool = False, unbroadcast: bool = False) -> MempoolEntry:
         """AcceptToMemoryPool, minus policy Core applies to relayed
-        transactions (standardness, minimum fees, RBF). Raises MempoolReject."""
+        transactions (standardness, RBF). ``bypass_limits`` skips the
+        minimum relay fee, as for transactions of disconnected blocks;
+        ``unbroadcast`` marks a transaction submitted over RPC (no peer has
+        asked for it yet). Raises MempoolReject."""
         if tx.is_coinbase():
             raise MempoolReject("coinbase")
         try:
@@ -161,6 +166,12 @@ class Mempool:
         value_out = sum(v for v, _ in tx.outputs)
         if value_in < value_out:
             raise MempoolReject("bad-txns-in-belowout")
+        sigop_cost = tx_sigop_cost(tx, [c.script for c in coins])
+        fee = value_in - value_out
+        if not bypass_limits:
+            min_fee = -(-MIN_RELAY_FEE * virtual_size(tx.weight, sigop_cost) // 1000)
+            if fee < min_fee:
+                raise MempoolReject(f"min relay fee not met, {fee} < {min_fee}")
         heights = [height if c.height == MEMPOOL_HEIGHT else c.height for c in coins]
         if not sequence_locks_ok(tx, heights, height, view.tip_mtp, view.mtp_at):
             raise MempoolReject("non-BIP68-final")
@@ -170,12 +181,13 @@ class Mempool:
             tx=tx,
             txid=txid,
             wtxid=tx.wtxid,
-            fee=value_in - value_out,
+            fee=fee,
             weight=tx.weight,
-            sigop_cost=tx_sigop_cost(tx, [c.script for c in coins]),
+            sigop_cost=sigop_cost,
             time=now,
             height=height - 1,
             parents=parents,
+            unbroadcast=unbroadcast,
         )
         self.entries[txid] = entry
         for p in parents:
@@ -184,6 +196,46 @@ class Mempool:
             self.spent_by[(prev, n)] = txid
         self.transactions_updated += 1
         return entry
+
+    def cluster(self, txid: bytes) -> list[bytes]:
+        """The transactions connected to ``txid`` through parents and
+        children, in arrival (topological) order."""
+        seen = {txid}
+        stack = [txid]
+        while stack:
+            e = self.entries[stack.pop()]
+            for t in (*e.parents, *e.children):
+                if t not in seen:
+                    seen.add(t)
+                    stack.append(t)
+        return [t for t in self.entries if t in seen]
+
+    def chunk(self, txid: bytes) -> list[bytes]:
+        """The chunk of ``txid`` in its cluster's linearization (Core v31's
+        cluster mempool): linearize by repeatedly taking the best
+        ancestor-set feerate, then merge each chunk into the one before it
+        while it pays a higher feerate."""
+        left = self.cluster(txid)
+        order: list[bytes] = []
+        while left:
+            best = None
+            for t in left:
+                group = [a for a in left if a == t or a in self.ancestors(self.entries[t].parents)]
+                fee = sum(self.entries[a].fee for a in group)
+                size = sum(self.entries[a].vsize for a in group)
+                if best is None or fee * best[2] > best[1] * size:
+                    best = (group, fee, size)
+            order += best[0]
+            left = [t for t in left if t not in best[0]]
+        chunks: list[tuple[list[bytes], int, int]] = []
+        for t in order:
+            e = self.entries[t]
+            chunk = ([t], e.fee, e.vsize)
+            while chunks and chunk[1] * chunks[-1][2] > chunks[-1][1] * chunk[2]:
+                prev = chunks.pop()
+                chunk = (prev[0] + chunk[0], prev[1] + chunk[1], prev[2] + chunk[2])
+            chunks.append(chunk)
+        return next(c[0] for c in chunks if txid in c[0])
 
     def ancestors(self, parents: Iterable[bytes]) -> set[bytes]:
         seen: set[bytes] = set()

@@ -12,10 +12,9 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from pool.btc.block import RawTx
-from pool.btc.hashing import hash_to_hex
 from pool.btc.serialize import read_compact_size
 
-from .consensus import COIN, MAX_MONEY, DecodeError, decode_tx, is_hex, serialize_tx
+from .consensus import MAX_MONEY, DecodeError, decode_tx, is_hex, serialize_tx
 from .rpc import (
     RPC_DESERIALIZATION_ERROR,
     RPC_INVALID_ADDRESS_OR_KEY,
@@ -36,9 +35,9 @@ from .script import AddressInvalid, decode_destination, script_to_univ
 MAX_BIP125_RBF_SEQUENCE = 0xFFFFFFFD
 
 
-def amount_from_value(v: Any) -> int:
+def amount_from_value(v: Any, decimals: int = 8) -> int:
     """Core's AmountFromValue: a JSON number or numeric string in BTC with
-    at most 8 decimals -> satoshis."""
+    at most ``decimals`` decimals -> satoshis (with 3: sat/vB -> sat/kvB)."""
     if isinstance(v, bool) or not isinstance(v, (int, float, str)):
         raise RpcError(RPC_TYPE_ERROR, "Amount is not a number or string")
     try:
@@ -47,7 +46,7 @@ def amount_from_value(v: Any) -> int:
         raise RpcError(RPC_TYPE_ERROR, "Invalid amount") from None
     if not d.is_finite():
         raise RpcError(RPC_TYPE_ERROR, "Invalid amount")
-    sat = d * COIN
+    sat = d.scaleb(decimals)
     if sat != sat.to_integral_value():
         raise RpcError(RPC_TYPE_ERROR, "Invalid amount")
     sat = int(sat)

@@ -36,7 +36,7 @@ from .consensus import (
     derive_target,
     is_hex,
 )
-from .mempool import MempoolReject
+from .mempool import MIN_RELAY_FEE, MempoolReject
 from .script import AddressInvalid, decode_destination, describe_address, descriptor_checksum, script_to_asm, script_to_univ
 
 log = logging.getLogger("hashcoop.devnode.rpc")
@@ -61,7 +61,6 @@ SUBVERSION = "/Satoshi:31.99.0(hashcoop-devnode)/"
 PROTOCOL_VERSION = 70016
 STAND_IN_WARNING = "hashcoop devnode: a regtest stand-in for Bitcoin Core; scripts and signatures are not verified"
 DEFAULT_MAX_TRIES = 1_000_000
-MIN_RELAY_FEE = 100  # sat/kvB (-minrelaytxfee)
 BLOCK_MIN_TX_FEE = 1  # sat/kvB (-blockmintxfee)
 TEMPLATE_REFRESH_SECONDS = 6  # Core rebuilds when more than 5 whole seconds have passed
 
@@ -483,6 +482,7 @@ class Rpc:
         anc = mp.ancestors(e.parents)
         desc = mp.descendants(e.txid)
         anc_all = anc | {e.txid}
+        chunk = mp.chunk(e.txid)
         return {
             "vsize": e.vsize,
             "weight": e.weight,
@@ -493,18 +493,17 @@ class Rpc:
             "ancestorcount": len(anc_all),
             "ancestorsize": sum(mp.entries[t].vsize for t in anc_all),
             "wtxid": hash_to_hex(e.wtxid),
+            "chunkweight": sum(mp.entries[t].weight for t in chunk),
             "fees": {
                 "base": Amount(e.fee),
                 "modified": Amount(e.fee),
                 "ancestor": Amount(sum(mp.entries[t].fee for t in anc_all)),
                 "descendant": Amount(sum(mp.entries[t].fee for t in desc)),
+                "chunk": Amount(sum(mp.entries[t].fee for t in chunk)),
             },
             "depends": sorted(hash_to_hex(p) for p in e.parents),
             "spentby": sorted(hash_to_hex(c) for c in e.children),
-            "bip125-replaceable": any(seq < 0xFFFFFFFE for _, _, _, seq in e.tx.inputs) or any(
-                any(seq < 0xFFFFFFFE for _, _, _, seq in mp.entries[t].tx.inputs) for t in anc
-            ),
-            "unbroadcast": False,
+            "unbroadcast": e.unbroadcast,
         }
 
     def getrawmempool(self, verbose: Any, mempool_sequence: Any) -> Any:
@@ -532,7 +531,7 @@ class Rpc:
             "mempoolminfee": Amount(MIN_RELAY_FEE),
             "minrelaytxfee": Amount(MIN_RELAY_FEE),
             "incrementalrelayfee": Amount(MIN_RELAY_FEE),
-            "unbroadcastcount": 0,
+            "unbroadcastcount": sum(e.unbroadcast for e in mp.entries.values()),
             "fullrbf": True,
         }
 
@@ -553,7 +552,7 @@ class Rpc:
         if txid in self.chain.mempool:
             return hash_to_hex(txid)
         try:
-            self.chain.accept_to_mempool(tx)
+            self.chain.accept_to_mempool(tx, unbroadcast=True)
         except MempoolReject as e:
             code = RPC_VERIFY_ERROR if e.reason == "bad-txns-inputs-missingorspent" else RPC_VERIFY_REJECTED
             raise RpcError(code, e.reason) from None

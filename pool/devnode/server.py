@@ -1,5 +1,5 @@
-"""The devnode's adapters: JSON-RPC over HTTP (Twisted web) with Core's
-authentication and framing, getblocktemplate longpoll, the ZMQ hashblock
+"""The devnode's adapters: JSON-RPC over HTTP (framed as Core frames it,
+see .http) with Core's authentication, getblocktemplate longpoll, the ZMQ hashblock
 publisher, -blocknotify, the synthetic mempool and auto-mining loops, and
 :class:`DevNode`, which wires them around a :class:`~.chain.Chain`.
 
@@ -31,11 +31,11 @@ import orjson
 import zmq
 from twisted.internet import defer, protocol, task
 from twisted.internet.interfaces import IReactorTime
-from twisted.web import resource, server
 
 from pool.btc.address import NETWORKS, script_to_address
 
 from .chain import Chain, TipChanged
+from .http import SERVER_TIMEOUT, HttpRequest, HttpResponse, RpcHttpFactory
 from .consensus import REGTEST_BITS, hash160
 from .mempool import Faucet, MempoolReject, p2wpkh_script
 from .rpc import (
@@ -356,84 +356,46 @@ class JsonRpcDispatcher:
         return _error_status(error), dumps(_reply(None, error, req)) + b"\n"
 
 
-class RpcResource(resource.Resource):
-    """The HTTP endpoint: Core's HTTPReq_JSONRPC."""
-
-    isLeaf = True
+class RpcHttpHandler:
+    """The JSON-RPC endpoint behind the HTTP framing (.http): Core's
+    HTTPReq_JSONRPC. ``/`` exactly and ``/wallet/<name>`` (404 otherwise,
+    a query string included), POST only (405), then authentication."""
 
     def __init__(self, dispatcher: JsonRpcDispatcher, auth: Authenticator, clock: IReactorTime):
-        super().__init__()
         self.dispatcher = dispatcher
         self.auth = auth
         self.clock = clock
 
-    def render(self, request: server.Request) -> Any:
-        request.defaultContentType = None
-        path = request.path
-        if path != b"/" and not path.startswith(b"/wallet/"):
-            request.setResponseCode(404)
-            return b""
+    def __call__(self, request: HttpRequest) -> HttpResponse | defer.Deferred:
+        target = request.target
+        if target != b"/" and not target.startswith(b"/wallet/"):
+            return HttpResponse(404)
         if request.method != b"POST":
-            request.setResponseCode(405)
-            return b"JSONRPC server handles only POST requests"
-        header = request.getHeader(b"authorization")
+            return HttpResponse(405, body=b"JSONRPC server handles only POST requests")
+        header = request.header(b"authorization")
         if header is None:
-            return self._unauthorized(request)
+            return UNAUTHORIZED
         if not self.auth.check(header):
-            log.warning("incorrect RPC password attempt from %s", request.getClientAddress())
-            call = self.clock.callLater(AUTH_FAILURE_DELAY, self._unauthorized_later, request)
-            request.notifyFinish().addErrback(lambda _: call.active() and call.cancel())
-            return server.NOT_DONE_YET
-        body = request.content.read()
-        d = self.dispatcher.handle(body, wallet_from_path(path))
-        finished = [False]
+            log.warning("incorrect RPC password attempt")
+            return task.deferLater(self.clock, AUTH_FAILURE_DELAY, lambda: UNAUTHORIZED)
+        d = self.dispatcher.handle(request.body, wallet_from_path(target))
 
-        def gone(reason) -> None:
-            finished[0] = True
-            if reason is not None and not d.called:
-                d.cancel()  # the client hung up: stop waiting (longpoll)
+        def answer(result: tuple[int, bytes | None]) -> HttpResponse:
+            status, payload = result
+            if payload is None:
+                return HttpResponse(status)
+            return HttpResponse(status, [(b"Content-Type", b"application/json")], payload)
 
-        request.notifyFinish().addBoth(gone)
-
-        def write(answer: tuple[int, bytes | None]) -> None:
-            if finished[0]:
-                return
-            status, payload = answer
-            request.setResponseCode(status)
-            if payload is not None:
-                request.setHeader(b"content-type", b"application/json")
-                request.setHeader(b"content-length", b"%d" % len(payload))
-                request.write(payload)
-            request.finish()
-
-        def failed(f) -> None:
+        def failed(f):
             if f.check(defer.CancelledError):
-                return
+                return f
             log.error("RPC request failed: %s", f.getTraceback())
-            if not finished[0]:
-                request.setResponseCode(500)
-                request.finish()
+            return HttpResponse(500)
 
-        d.addCallback(write).addErrback(failed)
-        return server.NOT_DONE_YET
-
-    @staticmethod
-    def _unauthorized(request: server.Request) -> bytes:
-        request.setResponseCode(401)
-        request.setHeader(b"www-authenticate", WWW_AUTH_HEADER_DATA)
-        return b""
-
-    def _unauthorized_later(self, request: server.Request) -> None:
-        # a client that hung up meanwhile cancelled this call (see render)
-        request.write(self._unauthorized(request))
-        request.finish()
+        return d.addCallbacks(answer, failed)
 
 
-class QuietSite(server.Site):
-    """A Site that does not write an access log line per RPC call."""
-
-    def log(self, request: server.Request) -> None:
-        pass
+UNAUTHORIZED = HttpResponse(401, [(b"WWW-Authenticate", WWW_AUTH_HEADER_DATA)])
 
 
 # --------------------------------------------------------------------------
@@ -524,6 +486,7 @@ class DevNodeOptions:
     longpoll_interval: float = LONGPOLL_INTERVAL
     seed: int = 0xB17C01
     fallbackfee: int = 0  # sat/kvB for wallets when a call gives no fee rate (Core's -fallbackfee, 0 = disabled)
+    rpcservertimeout: float = SERVER_TIMEOUT  # seconds an idle RPC connection stays open (Core's -rpcservertimeout)
 
 
 class DevNode:
@@ -593,8 +556,8 @@ class DevNode:
         else:
             self.cookie_path = self.regtest_dir / ".cookie"
             credentials.append((COOKIE_USER, write_cookie(self.cookie_path)))
-        site = QuietSite(RpcResource(JsonRpcDispatcher(self.rpc, self.hub), Authenticator(credentials), self.reactor))
-        self.port = self.reactor.listenTCP(opts.rpcport, site, interface=opts.rpcbind)
+        handler = RpcHttpHandler(JsonRpcDispatcher(self.rpc, self.hub), Authenticator(credentials), self.reactor)
+        self.port = self.reactor.listenTCP(opts.rpcport, RpcHttpFactory(handler, self.reactor, opts.rpcservertimeout), interface=opts.rpcbind)
         if opts.zmqpubhashblock:
             self.zmq = ZmqHashblockPublisher(opts.zmqpubhashblock)
             self.zmq.attach(self.chain)

@@ -10,20 +10,25 @@ loaded, with Core's -18/-19 errors otherwise): ``createwallet``,
 ``getnewaddress``, ``getrawchangeaddress``, ``getaddressinfo``,
 ``getbalances``, ``getbalance``, ``listunspent``, ``fundrawtransaction``,
 ``signrawtransactionwithwallet``, ``gettransaction``, ``listtransactions``,
-``lockunspent``, ``listlockunspent``. Field names, types, error codes and
-messages follow Core's RPC help texts (see ``ops/record_wallet_vectors.py``
-for recording a real node's answers).
+``lockunspent``, ``listlockunspent``. What the payout service uses is held
+to Bitcoin Core v31.99's recorded answers, field by field and value by
+value (tests/vectors/bitcoind-wallet.json, recorded by
+``ops/record_wallet_vectors.py``; tests/payouts/test_devnode_wallet.py).
 
 Stand-in limits, on purpose:
 
 * keys are not real keys and **signatures are dummies** of the real sizes
-  (a 71-72 byte DER signature and a 33-byte key for P2WPKH, 64 bytes for
-  P2TR); the devnode verifies no script or signature anywhere;
+  (71 bytes for P2WPKH, as Core's low-R signatures nearly always are, with
+  a 33-byte key; 64 bytes for P2TR); the devnode verifies no script or
+  signature anywhere;
 * address types ``bech32`` (P2WPKH, the default) and ``bech32m`` (P2TR);
+  change is bech32m when a payee is P2TR, else bech32 when one is P2WPKH
+  (Core's rule without ``-changetype``);
 * no fee estimation: a fee rate comes from the call (``fee_rate`` in sat/vB
-  or ``feeRate`` in BTC/kvB) or from ``--fallbackfee``, which is 0 by
-  default as in Core, so without either ``fundrawtransaction`` fails like
-  Core does;
+  or ``feeRate`` in BTC/kvB; any rate, 0 too, as Core v31 takes it; the
+  mempool refuses what pays less than 0.1 sat/vB) or from
+  ``--fallbackfee``, which is 0 by default as in Core, so without either
+  ``fundrawtransaction`` fails like Core does;
 * coin selection is largest-first (Core runs branch-and-bound, knapsack and
   others and picks the cheapest); fee, change and dust rules are Core's;
 * the wallet's keys live in ``<datadir>/regtest/wallets/<name>/devnode-wallet.json``;
@@ -48,12 +53,11 @@ from pool.btc.hashing import hash_to_hex
 
 from .chain import BlockStored, Chain
 from .consensus import COINBASE_MATURITY, WITNESS_SCALE_FACTOR, hash160, make_tx, witness_program
-from .mempool import _der_signature, _valid_x, p2tr_script, p2wpkh_script
+from .mempool import _valid_x, p2tr_script, p2wpkh_script
 from .rawtx import amount_from_value, decode_any_tx, legacy_hex, legacy_tx
 from .rpc import (
     RPC_INVALID_ADDRESS_OR_KEY,
     RPC_INVALID_PARAMETER,
-    RPC_MISC_ERROR,
     RPC_TYPE_ERROR,
     Amount,
     Arg,
@@ -76,7 +80,6 @@ RPC_WALLET_ALREADY_LOADED = -35
 RPC_WALLET_ALREADY_EXISTS = -36
 
 DUST_RELAY_FEE = 3000  # sat/kvB (-dustrelayfee)
-MIN_FEE_RATE = 1000  # sat/kvB: the minimum relay fee and the wallet's -mintxfee
 MAX_BIP125_RBF_SEQUENCE = 0xFFFFFFFD
 WALLET_FILE = "devnode-wallet.json"
 
@@ -315,7 +318,10 @@ class Wallet:
         or our own unconfirmed change), not locked."""
         return [c for c in self.coins() if not self.immature(c) and (c.depth > 0 or c.from_me) and (c.txid, c.n) not in self.locked]
 
-    def balances(self) -> tuple[int, int, int]:
+    def balances(self) -> tuple[int, int, int, int]:
+        """(trusted, untrusted_pending, immature, nonmempool): the last is
+        what unconfirmed, unconflicted transactions that are not in the
+        mempool (dropped from it) would pay the wallet."""
         trusted = pending = immature = 0
         for c in self.coins():
             if self.immature(c):
@@ -324,13 +330,23 @@ class Wallet:
                 trusted += c.value
             else:
                 pending += c.value
-        return trusted, pending, immature
+        nonmempool = 0
+        for w in self.txs.values():
+            if w.txid in self.chain.mempool or self.depth(w) != 0:
+                continue
+            for n, (value, script) in enumerate(w.tx.outputs):
+                if script in self.keys and not self.spenders.get((w.txid, n)):
+                    nonmempool += value
+        return trusted, pending, immature, nonmempool
 
     # -- building transactions --------------------------------------------------------------
     def dummy_witness(self, key: Key, rng: random.Random, estimate: bool) -> list[bytes]:
+        """The witness a signature would give; for fee estimates Core's
+        descriptor sizes: a 65-byte Schnorr signature (with a sighash
+        byte), a 71-byte ECDSA one (the wallet grinds for a low R)."""
         if key.kind == "bech32m":
-            return [bytes(64) if estimate else rng.randbytes(64)]
-        sig = bytes(72) if estimate else _der_signature(rng)
+            return [bytes(65) if estimate else rng.randbytes(64)]
+        sig = bytes(71) if estimate else _low_r_signature(rng)
         return [sig, key.pubkey]
 
     def vsize(self, inputs: list[tuple[bytes, int, Key]], outputs: list[tuple[int, bytes]], locktime: int) -> int:
@@ -340,9 +356,14 @@ class Wallet:
         return (tx.weight + WITNESS_SCALE_FACTOR - 1) // WITNESS_SCALE_FACTOR
 
     def fund(self, tx: RawTx, *, fee_rate: int, subtract: list[int], change_pos: int | None, lock: bool,
-             add_inputs: bool = True, change_kind: str = "bech32") -> tuple[RawTx, int, int]:
-        """FundTransaction: (funded unsigned tx, fee, change position or -1)."""
+             add_inputs: bool = True, change_kind: str | None = None) -> tuple[RawTx, int, int]:
+        """FundTransaction: (funded unsigned tx, fee, change position or -1).
+        The locktime stays the raw transaction's (Core sets one against fee
+        sniping only when the caller gave none, which a raw transaction
+        always does)."""
         outputs = list(tx.outputs)
+        if change_kind is None:
+            change_kind = change_type(s for _, s in outputs)
         for v, s in outputs:
             if v < dust_threshold(s) and s[:1] != b"\x6a" and not subtract:
                 raise RpcError(RPC_WALLET_ERROR, "Transaction amount too small")
@@ -353,10 +374,9 @@ class Wallet:
                 raise RpcError(RPC_WALLET_ERROR, "Not solvable pre-selected input " + f"{hash_to_hex(prev)}:{n}")
             preset.append(WalletCoin(prev, n, v, self.keys[self.txs[prev].tx.outputs[n][1]], 1, False, True))
         target = sum(v for v, _ in outputs)
-        change_key_script = None
         pool = sorted(self.spendable(), key=lambda c: (-c.value, c.txid, c.n)) if add_inputs else []
         pool = [c for c in pool if (c.txid, c.n) not in {(p.txid, p.n) for p in preset}]
-        locktime = tx.locktime or self.chain.height  # anti fee sniping
+        locktime = tx.locktime
         probe_change = p2wpkh_script(b"\x00" * 20) if change_kind == "bech32" else p2tr_script(b"\x00" * 32)
         selected = list(preset)
         candidates = iter(pool)
@@ -388,7 +408,7 @@ class Wallet:
         if subtract:
             n = len(subtract)
             each, rest = divmod(fee, n)
-            for i, pos in enumerate(subtract):
+            for i, pos in enumerate(sorted(subtract)):  # the first in output order pays the remainder
                 v, s = outputs[pos]
                 v -= each + (rest if i == 0 else 0)
                 if v < dust_threshold(s):
@@ -434,8 +454,38 @@ class Wallet:
         return signed, errors
 
 
+def change_type(scripts) -> str:
+    """TransactionChangeType without -changetype: bech32m if a payee is
+    P2TR, else bech32 if one is P2WPKH, else bech32m (this wallet has no
+    legacy or P2SH-segwit keys)."""
+    kinds = set()
+    for script in scripts:
+        prog = witness_program(script)
+        if prog is not None:
+            kinds.add((prog[0], len(prog[1])))
+    if (1, 32) in kinds:
+        return "bech32m"
+    if (0, 20) in kinds:
+        return "bech32"
+    return "bech32m"
+
+
+def _low_r_signature(rng: random.Random) -> bytes:
+    """A DER signature as Core's wallet makes it nearly always: R ground
+    to 32 bytes, low S of 32 bytes, SIGHASH_ALL: 71 bytes. Not a valid
+    signature of anything."""
+    r = rng.randrange(1 << 248, 1 << 255)
+    s = rng.randrange(1 << 248, _SECP256K1_N // 2)
+    return b"\x30\x44\x02\x20" + r.to_bytes(32, "big") + b"\x02\x20" + s.to_bytes(32, "big") + b"\x01"
+
+
+_SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
 def _fee_rate_option(options: dict, fallback: int) -> int:
-    """sat/kvB from fee_rate (sat/vB) / feeRate (BTC/kvB), like Core's SetFeeEstimateMode."""
+    """sat/kvB from fee_rate (sat/vB) / feeRate (BTC/kvB), like Core's
+    SetFeeEstimateMode. Core v31's wallet takes any explicit rate, zero
+    too; the mempool's minimum relay fee refuses what is too cheap."""
     fr = options.get("fee_rate")
     frb = options.get("feeRate")
     if fr is not None and frb is not None:
@@ -443,19 +493,12 @@ def _fee_rate_option(options: dict, fallback: int) -> int:
     if fr is not None and options.get("conf_target") is not None:
         raise RpcError(RPC_INVALID_PARAMETER, "Cannot specify both conf_target and fee_rate. Please provide either a confirmation target in blocks for automatic fee estimation, or an explicit fee rate.")
     if fr is not None:
-        try:
-            rate = int(round(float(fr) * 1000))
-        except (TypeError, ValueError):
-            raise RpcError(RPC_TYPE_ERROR, "Amount is not a number or string") from None
-    elif frb is not None:
-        rate = amount_from_value(frb)
-    else:
-        if fallback <= 0:
-            raise RpcError(RPC_WALLET_ERROR, "Fee estimation failed. Fallbackfee is disabled. Wait a few blocks or enable -fallbackfee.")
-        return fallback
-    if rate < MIN_FEE_RATE:
-        raise RpcError(RPC_WALLET_ERROR, f"Fee rate ({rate / 1000:.3f} sat/vB) is lower than the minimum fee rate setting ({MIN_FEE_RATE / 1000:.3f} sat/vB)")
-    return rate
+        return amount_from_value(fr, decimals=3)  # sat/vB with 3 decimals = sat/kvB
+    if frb is not None:
+        return amount_from_value(frb)
+    if fallback <= 0:
+        raise RpcError(RPC_WALLET_ERROR, "Fee estimation failed. Fallbackfee is disabled. Wait a few blocks or enable -fallbackfee.")
+    return fallback
 
 
 FUND_OPTIONS = {"add_inputs", "include_unsafe", "minconf", "maxconf", "changeAddress", "changePosition", "change_type",
@@ -486,7 +529,7 @@ class WalletRpcs:
         elif not self.wallets:
             raise RpcError(RPC_WALLET_NOT_FOUND, "No wallet is loaded. Load a wallet using loadwallet or create a new one with createwallet. (Note: A default wallet is no longer automatically created)")
         else:
-            raise RpcError(RPC_WALLET_NOT_SPECIFIED, "Wallet file not specified (must request wallet RPC through /wallet/<filename> uri-path).")
+            raise RpcError(RPC_WALLET_NOT_SPECIFIED, "Multiple wallets are loaded. Please select which wallet to use by requesting the RPC through the /wallet/<walletname> URI path.")
         w.sync()
         return w
 
@@ -530,11 +573,11 @@ class WalletRpcs:
             raise RpcError(RPC_WALLET_ERROR, "descriptors argument must be set to \"true\"; it is no longer possible to create a legacy wallet.")
         if disable_private_keys or blank or external_signer or passphrase:
             raise RpcError(RPC_INVALID_PARAMETER, "hashcoop devnode: watch-only, blank, encrypted and external-signer wallets are not supported")
+        d = self._dir(name)
+        if d is not None and (d / WALLET_FILE).exists():  # Core looks at the path first, loaded or not
+            raise RpcError(RPC_WALLET_ERROR, f"Wallet file verification failed. Failed to create database path '{d}'. Database already exists.")
         if name in self.wallets:
             raise RpcError(RPC_WALLET_ALREADY_LOADED, f"Wallet \"{name}\" is already loaded.")
-        d = self._dir(name)
-        if d is not None and (d / WALLET_FILE).exists():
-            raise RpcError(RPC_WALLET_ERROR, f"Wallet file verification failed. Failed to create database path '{d}'. Database already exists.")
         w = Wallet(name, self.chain, self.network, os.urandom(32), d, fallback_fee=self.fallback_fee)
         w.save()
         self.wallets[name] = w
@@ -567,7 +610,7 @@ class WalletRpcs:
         return {}
 
     def listwallets(self) -> list[str]:
-        return sorted(self.wallets)
+        return list(self.wallets)  # in the order they were loaded
 
     def getwalletinfo(self) -> dict:
         w = self.wallet()
@@ -622,6 +665,7 @@ class WalletRpcs:
             out["ischange"] = key.change
             out["timestamp"] = w.birth
             out["hdkeypath"] = "m/" + key.desc.split("[", 1)[1].split("]", 1)[0].split("/", 1)[1]
+            out["hdseedid"] = "00" * 20  # descriptor wallets have no HD seed id
             out["hdmasterfingerprint"] = w.fingerprint
         else:
             out["ischange"] = False
@@ -631,8 +675,9 @@ class WalletRpcs:
     # -- balances and coins ---------------------------------------------------------------------
     def getbalances(self) -> dict:
         w = self.wallet()
-        trusted, pending, immature = w.balances()
-        return {"mine": {"trusted": Amount(trusted), "untrusted_pending": Amount(pending), "immature": Amount(immature)},
+        trusted, pending, immature, nonmempool = w.balances()
+        return {"mine": {"trusted": Amount(trusted), "untrusted_pending": Amount(pending), "immature": Amount(immature),
+                         "nonmempool": Amount(nonmempool)},
                 "lastprocessedblock": {"hash": self.chain.tip.hash_hex, "height": self.chain.height}}
 
     def getbalance(self, dummy, minconf, include_watchonly, avoid_reuse) -> Amount:
@@ -665,8 +710,14 @@ class WalletRpcs:
             e = {"txid": hash_to_hex(c.txid), "vout": c.n, "address": c.key.address}
             if not c.key.change:
                 e["label"] = ""
-            e.update({"scriptPubKey": c.key.script.hex(), "amount": Amount(c.value), "confirmations": c.depth, "spendable": True,
-                      "solvable": True, "desc": c.key.desc, "parent_descs": [c.key.parent_desc], "safe": safe})
+            e.update({"scriptPubKey": c.key.script.hex(), "amount": Amount(c.value), "confirmations": c.depth})
+            entry = self.chain.mempool.get(c.txid) if c.depth == 0 else None
+            if entry is not None:
+                mp = self.chain.mempool
+                ancestors = mp.ancestors(entry.parents) | {c.txid}
+                e.update({"ancestorcount": len(ancestors), "ancestorsize": sum(mp.entries[t].vsize for t in ancestors),
+                          "ancestorfees": sum(mp.entries[t].fee for t in ancestors)})
+            e.update({"spendable": True, "solvable": True, "desc": c.key.desc, "parent_descs": [c.key.parent_desc], "safe": safe})
             out.append(e)
         return out
 
@@ -700,7 +751,7 @@ class WalletRpcs:
             subtract.append(pos)
         if not tx.outputs:
             raise RpcError(RPC_INVALID_PARAMETER, "TX must have at least one output")
-        change_kind = "bech32" if opts.get("change_type") is None else self._kind(opts["change_type"])
+        change_kind = None if opts.get("change_type") is None else self._kind(opts["change_type"])
         funded, fee, pos = w.fund(tx, fee_rate=rate, subtract=subtract, change_pos=change_pos,
                                   lock=bool(opts.get("lockUnspents")), add_inputs=opts.get("add_inputs", True) is not False,
                                   change_kind=change_kind)
@@ -758,13 +809,6 @@ class WalletRpcs:
         out["mempoolconflicts"] = []
         out["time"] = idx.time if idx is not None and idx.time < wt.time_received else wt.time_received
         out["timereceived"] = wt.time_received
-        if depth > 0:
-            rbf = "no"
-        elif depth < 0:
-            rbf = "unknown"
-        else:
-            rbf = "yes" if any(seq < 0xFFFFFFFE for _, _, _, seq in wt.tx.inputs) else "no"
-        out["bip125-replaceable"] = rbf
         return out
 
     def _details(self, w: Wallet, wt: WalletTx) -> list[dict]:
@@ -803,6 +847,7 @@ class WalletRpcs:
             if not key.change:
                 e["label"] = ""
             e["vout"] = n
+            e["abandoned"] = False
             out.append(e)
         return out
 
@@ -821,17 +866,12 @@ class WalletRpcs:
         if from_me:
             out["fee"] = Amount(fee)
         out.update(self._tx_info(w, wt))
-        details = []
-        for d in self._details(w, wt):
-            d = dict(d)
-            if d["category"] == "send":
-                pass
-            details.append(d)
-        out["details"] = details
+        out["details"] = self._details(w, wt)
         out["hex"] = tx.raw.hex()
         if verbose is not None and get_bool(verbose):
             out["decoded"] = self.rpc.tx_json(tx, wt.txid, None, False, tx.is_coinbase())
             out["decoded"].pop("hex", None)
+        out["lastprocessedblock"] = {"hash": self.chain.tip.hash_hex, "height": self.chain.height}
         return out
 
     def listtransactions(self, label, count, skip, include_watchonly) -> list[dict]:
@@ -843,15 +883,20 @@ class WalletRpcs:
         if k < 0:
             raise RpcError(RPC_INVALID_PARAMETER, "Negative from")
         want_label = None if label is None or get_str(label) == "*" else get_str(label)
-        entries = []
-        for wt in sorted(w.txs.values(), key=lambda t: (t.time_received, t.txid)):
+        newest_first = []
+        for wt in reversed(list(w.txs.values())):  # the order the wallet learnt of them
             info = self._tx_info(w, wt)
             for d in self._details(w, wt):
                 if want_label is not None and d.get("label") != want_label:
                     continue
-                entries.append({**d, **info})
-        entries = entries[::-1][k:k + n][::-1]
-        return entries
+                if d["category"] == "send":  # Core puts "abandoned" after the transaction's fields here
+                    abandoned = d.pop("abandoned")
+                    newest_first.append({**d, **info, "abandoned": abandoned})
+                else:
+                    newest_first.append({**d, **info})
+            if len(newest_first) >= k + n:
+                break
+        return newest_first[k:k + n][::-1]  # oldest first; one transaction's entries come out reversed too
 
 
 RPC_WALLET_INVALID_LABEL_NAME = -11

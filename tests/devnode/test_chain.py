@@ -339,6 +339,21 @@ def test_mutated_block_does_not_poison_its_header():
     assert chain.submit_block(good) is None
 
 
+def test_a_malleated_copy_of_a_stored_block_is_checked_not_called_duplicate():
+    """Core v31 runs CheckBlock before it looks the hash up: the accepted
+    block [cb, a, b] and its CVE-2012-2459 twin [cb, a, b, b] share a
+    header, and the twin is answered bad-txns-duplicate (found live by
+    tests/realnode/test_standin_blocks.py)."""
+    chain = fresh()
+    a, b = mature_spend(chain, 1), mature_spend(chain, 2)
+    good = make_block(chain, txs=[a, b])
+    twin = Block(good.header, [*good.txs, b])
+    assert twin.hash == good.hash
+    assert chain.submit_block(good) is None
+    assert chain.submit_block(twin) == "bad-txns-duplicate"
+    assert chain.submit_block(good) == "duplicate"
+
+
 def test_missing_witness_reserved_value_is_filled_in():
     chain = fresh()
     h = chain.next_height

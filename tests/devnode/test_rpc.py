@@ -250,7 +250,10 @@ def test_mempool_rpcs():
     e = verbose[hash_to_hex(child.txid)]
     assert e["depends"] == [hash_to_hex(a.txid)] and e["ancestorcount"] == 2 and e["fees"]["base"] == 5000 / COIN
     assert verbose[hash_to_hex(a.txid)]["spentby"] == [hash_to_hex(child.txid)]
-    assert e["bip125-replaceable"] is True
+    assert "bip125-replaceable" not in e  # gone in Core v31 (full RBF)
+    # the child pays the higher feerate: one chunk of both (cluster mempool)
+    assert e["fees"]["chunk"] == 9000 / COIN and e["chunkweight"] == a.weight + child.weight
+    assert e["unbroadcast"] is True and rpc.execute("getmempoolinfo")["unbroadcastcount"] == 2
     assert err(rpc, "getrawmempool", [True, True])[0] == -8
     info = rpc.execute("getmempoolinfo")
     assert info["size"] == 2 and info["total_fee"] == 9000 / COIN
@@ -258,6 +261,9 @@ def test_mempool_rpcs():
     conflict = spend([(faucet_coinbase(chain, 1).txid, 0)], [(50 * COIN - 8000, OTHER)])
     assert err(rpc, "sendrawtransaction", [conflict.raw.hex()]) == (-26, "txn-mempool-conflict")
     assert err(rpc, "sendrawtransaction", [spend([(b"\x07" * 32, 0)], [(1, OTHER)]).raw.hex()]) == (-25, "bad-txns-inputs-missingorspent")
+    free = spend([(faucet_coinbase(chain, 2).txid, 0)], [(50 * COIN, OTHER)])
+    vsize = -(-free.weight // 4)
+    assert err(rpc, "sendrawtransaction", [free.raw.hex()]) == (-26, f"min relay fee not met, 0 < {-(-vsize // 10)}")
     chain.generate(MINER, 1)
     assert err(rpc, "sendrawtransaction", [child.raw.hex()]) == (-27, "Transaction outputs already in utxo set")
     # a confirmed transaction whose outputs are all spent just looks like missing inputs, as in Core

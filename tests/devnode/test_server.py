@@ -21,7 +21,8 @@ from twisted.web.http_headers import Headers
 
 from pool.btc.address import NETWORKS, script_to_address
 from pool.devnode.rpc import Rpc
-from pool.devnode.server import OTHER_MINER_SCRIPT, Authenticator, DevNode, DevNodeOptions, JsonRpcDispatcher, LongPollHub, QuietSite, RpcResource
+from pool.devnode.http import RpcHttpFactory
+from pool.devnode.server import OTHER_MINER_SCRIPT, Authenticator, DevNode, DevNodeOptions, JsonRpcDispatcher, LongPollHub, RpcHttpHandler
 
 from .util import MINER, core_vectors, faucet_coinbase, funded_chain, recorded_chain, spend
 
@@ -77,8 +78,8 @@ class _Served:
         self.rpc = Rpc(chain, clock=chain.clock, template_refresh=0)
         self.hub = LongPollHub(chain, reactor, **hub_kw)
         user, password = self.auth.split(":")
-        site = QuietSite(RpcResource(JsonRpcDispatcher(self.rpc, self.hub), Authenticator([(user, password)]), reactor))
-        self.port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        handler = RpcHttpHandler(JsonRpcDispatcher(self.rpc, self.hub), Authenticator([(user, password)]), reactor)
+        self.port = reactor.listenTCP(0, RpcHttpFactory(handler, reactor), interface="127.0.0.1")
         self.url = f"http://127.0.0.1:{self.port.getHost().port}/"
 
     def call(self, method: str, params=None, *, id=1, v2=False):
