@@ -300,6 +300,17 @@ class PayoutsSection(_Model):
             raise ValueError("must be a finite number")
         return v
 
+    @field_validator("fee_rate_sat_vb")
+    @classmethod
+    def _core_fee_rate(cls, v: float) -> float:
+        # what Bitcoin Core v31 takes (tests/vectors/bitcoind-wallet.json): its wallet refuses a
+        # fee_rate with more than 3 decimals (-3), its mempool a rate below 0.1 sat/vB (-26)
+        if v and v < 0.1:
+            raise ValueError("below 0.1 sat/vB, which Bitcoin Core's mempool refuses (0 = let the wallet estimate)")
+        if round(v, 3) != v:
+            raise ValueError("more than 3 decimals, which Bitcoin Core's wallet refuses")
+        return v
+
     @field_validator("wallet")
     @classmethod
     def _wallet_name(cls, v: str) -> str:

@@ -97,3 +97,12 @@ def test_shipped_examples_are_valid():
     assert {p.name for p in examples} >= {"regtest.toml", "signet.toml"}
     for p in examples:
         load_config(p, env={})
+
+
+def test_payout_fee_rates_core_would_refuse_are_config_errors():
+    for ok in (0.0, 0.1, 1.0, 2.5, 12.345):
+        assert load_config(data=base(payouts={"fee_rate_sat_vb": ok}), env={}).payouts.fee_rate_sat_vb == ok
+    for bad, words in ((0.05, "below 0.1 sat/vB"), (2.0001, "more than 3 decimals")):
+        with pytest.raises(ConfigError) as e:
+            load_config(data=base(payouts={"fee_rate_sat_vb": bad}), env={})
+        assert [k for k, _ in e.value.errors] == ["payouts.fee_rate_sat_vb"] and words in str(e.value)
