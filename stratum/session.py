@@ -18,7 +18,6 @@ from types import MappingProxyType
 import orjson
 
 from pool.btc.target import difficulty_to_target
-from pool.events import ShareAccepted, ShareRejected
 from pool.shares import Reject, ShareResult
 from pool.vardiff import Vardiff
 

@@ -1,6 +1,4 @@
 """Known values from real mainnet blocks and the BIPs."""
-import json
-from pathlib import Path
 
 import pytest
 

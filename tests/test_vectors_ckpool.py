@@ -2,7 +2,6 @@
 ckpool 0.9.9 / cpuminer 2.5.1 session solved on a real regtest bitcoind, from
 the Stratum lines alone, with the project's own job and share code."""
 import json
-from pathlib import Path
 
 from pool.btc.block import parse_block
 from pool.btc.target import difficulty_to_target

@@ -2,9 +2,7 @@
 builders that can break any rule on purpose."""
 from __future__ import annotations
 
-import json
 from functools import lru_cache
-from pathlib import Path
 
 from pool.btc.block import build_header, witness_commitment, witness_commitment_script
 from pool.btc.hashing import sha256d

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import json
-from pathlib import Path
 
 import orjson
 from twisted.internet import defer

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-from twisted.internet import defer, task
+from twisted.internet import task
 
 from pool.btc.target import bits_difficulty
 from pool.metrics import Metrics

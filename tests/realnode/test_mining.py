@@ -36,8 +36,8 @@ def test_two_cpuminers_mine_blocks_core_accepts_and_redis_counts_what_they_were_
     node.rpc("generatetoaddress", 101, funds)  # one spendable coinbase, and out of initial block download
     start = node.rpc("getblockcount")
     port = free_port()
-    pool = pool_process(pool_config([node], port=port, data_dir=tmp_path / "pool", difficulty=DIFFICULTY,
-                                    redis_url=redis_server.url))
+    pool_process(pool_config([node], port=port, data_dir=tmp_path / "pool", difficulty=DIFFICULTY,
+                            redis_url=redis_server.url))
     miners = {MINER_A: minerd(port, f"{MINER_A}.cpu-a"), MINER_B: minerd(port, f"{MINER_B}.cpu-b")}
     sent = 0
     deadline = time.monotonic() + 240

@@ -4,8 +4,6 @@ with the network target made harder so most shares are not blocks."""
 from __future__ import annotations
 
 import dataclasses
-import json
-from pathlib import Path
 
 import orjson
 from twisted.internet import defer
