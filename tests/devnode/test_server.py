@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import tempfile
 import time
 from io import BytesIO
@@ -299,8 +300,14 @@ class LongPollTest(_Served, unittest.TestCase):
 
 
 class DevNodeTest(unittest.TestCase):
+    def tempdir(self, prefix: str) -> str:
+        """A directory removed when the test ends, passed or failed."""
+        d = tempfile.mkdtemp(prefix=prefix)
+        self.addCleanup(shutil.rmtree, d, True)
+        return d
+
     def make_node(self, **kw) -> DevNode:
-        kw.setdefault("datadir", tempfile.mkdtemp(prefix="devnode-test-"))
+        kw.setdefault("datadir", self.tempdir("devnode-test-"))
         kw.setdefault("rpcport", 0)
         kw.setdefault("mempool_rate", 0)
         kw.setdefault("initial_blocks", 110)
@@ -382,7 +389,7 @@ class DevNodeTest(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_blocknotify_runs_the_command(self):
-        out = Path(tempfile.mkdtemp(prefix="devnode-notify-")) / "tips.txt"
+        out = Path(self.tempdir("devnode-notify-")) / "tips.txt"
         node = self.make_node(blocknotify=f"echo %s >> {out}", initial_blocks=1)
         reply = yield self.rpc(node, "generatetoaddress", [2, MINER_ADDR])
         deadline = time.monotonic() + 5
@@ -416,7 +423,7 @@ class DevNodeTest(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_persistence_across_restart(self):
-        datadir = tempfile.mkdtemp(prefix="devnode-persist-")
+        datadir = self.tempdir("devnode-persist-")
         node = self.make_node(datadir=datadir, persist=True, initial_blocks=105)
         hashes = (yield self.rpc(node, "generatetoaddress", [3, MINER_ADDR]))["result"]
         yield self.rpc(node, "invalidateblock", [hashes[2]])
