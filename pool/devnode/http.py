@@ -1,6 +1,6 @@
 """HTTP/1.x for the devnode's JSON-RPC port, framed the way Bitcoin Core
 v31's RPC server frames it (observed on the wire; the live comparison is
-``tests/realnode/test_standin_vs_core.py``).
+``tests/realnode/test_standin_http.py``).
 
 Requests (:class:`RequestParser`, bytes in, :class:`HttpRequest` out):
 
