@@ -14,8 +14,12 @@ Verdicts (Bitcoin Core's ``submitblock``, BIP22)
     (warm-up, IBD): unknown, asked again later -- ``getblockheader`` first;
     a block already in the node's main chain counts as taken, otherwise it is
     submitted again (Core answers ``duplicate`` for a block it stored,
-    ``duplicate-invalid`` for one it found invalid). Any other string, and
-    RPC error -22 (block decode failed), is a reject reason.
+    ``duplicate-invalid`` for one it found invalid). ``prev-blk-not-found``
+    for a block built on one of the pool's own blocks still on its way to
+    the nodes (found on ``WorkSource.own_block``'s empty template before a
+    node had its parent) is unknown too, asked again from ``retry_min`` on.
+    Any other string, and RPC error -22 (block decode failed), is a reject
+    reason.
 
 Statuses (``pool.events.BlockStatus``, emitted on each change)
     ``pending`` -- no node has taken it yet (retried with backoff from
@@ -108,7 +112,7 @@ class TrackedBlock:
     call: object = None  # the DelayedCall of the next round
     inflight: defer.Deferred | None = None
     in_round: bool = False  # a round runs (set before its first synchronous step, unlike inflight)
-    sent: dict = field(default_factory=dict)  # node -> Deferred of its first submitblock answer (this process)
+    awaits_parent: bool = False  # this round, a node lacked its parent, one of ours still in play
 
     @property
     def hash(self) -> str:
@@ -203,8 +207,9 @@ class BlockSubmitter(Service):
 
     async def _round(self, t: TrackedBlock) -> BlockStatus:
         # outage: every node we still wait for was unreachable this round
+        t.awaits_parent = False
         if t.status == "new":
-            answers = await self._submit_in_chain_order(t)
+            answers = await self.nodes.submit_block(t.found.block_hex)
             for name, v in answers.items():
                 self._record(t, name, v)
             waiting = [v for n, v in answers.items() if t.outcome[n] == "unknown"]
@@ -217,44 +222,13 @@ class BlockSubmitter(Service):
             outage = not await self._chain_round(t)
         self._evaluate(t)
         if not t.final:
-            if t.status == "pending" and outage:
+            if t.status == "pending" and (outage or t.awaits_parent):
                 delay, t.delay = t.delay, min(t.delay * 2, self.recheck_interval)
             else:
                 t.delay = self.retry_min
                 delay = self.recheck_interval
             self._schedule(t, delay)
         return self._status(t)
-
-    async def _submit_in_chain_order(self, t: TrackedBlock) -> dict:
-        """``submitblock`` to every node; to each node only once it has
-        answered for the block's parent, when that is a block of ours still
-        being submitted: found on the pool's own block (WorkSource.own_block)
-        before the nodes answered for that one, it would get
-        prev-blk-not-found, a final reject, from a node given it first. Each
-        node on its own, so a node that hangs holds up no other."""
-        parent = self.blocks.get(t.found.prevhash)
-        before = parent.sent if parent is not None else {}
-        waiting = []
-        for name in self.nodes.names:
-            ahead = before.get(name)
-            if ahead is None or ahead.called:
-                t.sent[name] = self.nodes.submit_block_to(name, t.found.block_hex)
-            else:
-                t.sent[name] = d = defer.Deferred()
-                ahead.addBoth(self._then_submit, t, name, d)
-                waiting.append(name)
-        if waiting:
-            log.info("block %s builds on %s, not yet answered by %s: it goes to each of them next", t.hash,
-                     t.found.prevhash, ", ".join(waiting))
-        names = list(t.sent)
-        return dict(zip(names, await gather([t.sent[n] for n in names])))
-
-    def _then_submit(self, result, t: TrackedBlock, name: str, d: defer.Deferred):
-        if self._stopped:
-            d.errback(defer.CancelledError())
-        else:
-            self.nodes.submit_block_to(name, t.found.block_hex).chainDeferred(d)
-        return result
 
     async def _recheck_node(self, t: TrackedBlock, name: str) -> bool:
         """Ask one node that gave no verdict yet. True if it answered."""
@@ -286,6 +260,12 @@ class BlockSubmitter(Service):
 
     def _record(self, t: TrackedBlock, name: str, verdict) -> None:
         outcome = classify(verdict)
+        if outcome == "rejected" and verdict == "prev-blk-not-found" and self._parent_in_play(t):
+            # found on the pool's own block (WorkSource.own_block) before that
+            # one reached this node (its answer still on the way, or the node
+            # lagging): no verdict on this block yet, it goes again soon
+            outcome = "unknown"
+            t.awaits_parent = True
         t.outcome[name] = outcome
         t.verdicts[name] = verdict_text(verdict)
         label = result_label(verdict)
@@ -318,6 +298,12 @@ class BlockSubmitter(Service):
             t.final = True
         self._set(t, new, reason)
         return True
+
+    def _parent_in_play(self, t: TrackedBlock) -> bool:
+        """The block's parent is one of the pool's own still on its way to
+        the nodes (no node took or refused it yet): a node may get it still."""
+        parent = self.blocks.get(t.found.prevhash)
+        return parent is not None and parent.status in ("new", "pending")
 
     def _evaluate(self, t: TrackedBlock) -> None:
         if t.status not in ("new", "pending"):

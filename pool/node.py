@@ -298,11 +298,6 @@ class NodeSet(Service):
         RPCTimeout) that node gave."""
         return self.call_all("submitblock", block_hex, timeout=self.submit_timeout if timeout is None else timeout)
 
-    def submit_block_to(self, name: str, block_hex: str, timeout: float | None = None) -> defer.Deferred:
-        """``submitblock`` to the node ``name``; fires with its verdict as in :meth:`submit_block`."""
-        return self._call_one(self.client(name), "submitblock", (block_hex,),
-                              self.submit_timeout if timeout is None else timeout)
-
     # -- lifecycle ---------------------------------------------------------
 
     def close(self) -> defer.Deferred:

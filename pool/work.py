@@ -196,11 +196,14 @@ class WorkSource(Service):
 
     def own_block_verdict(self, status):
         """The submitter's first round for an own block (a ``BlockStatus``):
-        if every node rejected the block the pool mines on, fetch a template
-        at once, which moves the tip back. Returns ``status``."""
-        if status.status == "rejected" and self.speculative == status.hash:
-            log.error("own block %s was rejected (%s): back to the node's tip", status.hash, status.verdicts)
-            self.hint(None, "rejected")
+        unless a node took the block the pool mines on, fetch a template at
+        once. If every node rejected it, or none has it, that moves the tip
+        back; a node that has it after all answers with a template on it.
+        Returns ``status``."""
+        if status.status != "submitted" and self.speculative == status.hash:
+            (log.error if status.status == "rejected" else log.warning)(
+                "own block %s is %s (%s): asking the nodes for their tip", status.hash, status.status, status.verdicts)
+            self.hint(None, "own-block-" + status.status)
         return status
 
     def offer_template(self, template: Template, source: str) -> None:

@@ -337,7 +337,7 @@ class Client:
 def pool_toml(path: Path, *, node_url: str, cookie: str, data_dir: Path, stratum_port: int, metrics_port: int,
               redis_url: str | None = None, extra: str = "", address: str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080",
               share_difficulty: float = 1e-10, node_timeout: float = 10.0, stratum: dict | None = None,
-              block_recheck: float = 2.0) -> Path:
+              block_recheck: float = 2.0, mine_on_own_block: bool = True) -> Path:
     stratum_keys = "".join(f"{k} = {json.dumps(v)}\n" for k, v in (stratum or {}).items())
     text = f"""
 [pool]
@@ -356,6 +356,7 @@ notify_listen = ""
 poll_interval = 0.5
 refresh_interval = 1.0
 block_recheck_interval = {block_recheck!r}
+mine_on_own_block = {json.dumps(mine_on_own_block)}
 
 [stratum]
 {stratum_keys}

@@ -106,9 +106,10 @@ class LiveTest(unittest.TestCase):
         ws = self.work(zmq_endpoints=[f"tcp://127.0.0.1:{port}"])
         ws.startService()
         yield ws.ready()
-        # connected first: the fetch each (re)connection makes would otherwise be what finds the block
+        # connected, and the template fetch each (re)connection makes done: that fetch
+        # would otherwise be what finds the block
         src = next(s for s in ws.sources if isinstance(s, ZMQHashblock))
-        yield self.until(lambda: src.connected)
+        yield self.until(lambda: src.connected and ws._fetching is None)
         h = self.mine_everywhere()
         seq = iter(range(1000))
         yield self.until(lambda: ws.current.prevhash_hex == h,

@@ -1,7 +1,7 @@
 """Mining at once on a block the pool found itself: the empty successor
 template (pure), WorkSource moving onto it and then onto the node's own
-template for it, back when the nodes reject it, and the submitter giving a
-node a block's parent before the block."""
+template for it, back when the nodes do not take it, and the submitter
+retrying a block that reached a node before its parent, one of ours."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,6 +10,8 @@ import logging
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet import defer
+
+from pool.rpc import RPCError
 
 from pool.btc.address import get_network
 from pool.btc.block import build_header
@@ -176,7 +178,7 @@ def test_found_on_the_empty_template_chains_on():
     assert r.ws.current.height == 105 and r.ws.current.prevhash_hex == tip(104) and r.got[-1][1]
 
 
-# -- BlockSubmitter: a parent before its child, node by node ------------------------
+# -- BlockSubmitter: a block found on one of ours the node has not got yet -----------
 
 
 def chain_pair():
@@ -185,50 +187,37 @@ def chain_pair():
     return parent, dataclasses.replace(parent, height=105, hash=tip(105), prevhash=tip(104), block_hex="bb")
 
 
-def test_a_block_found_on_the_pools_own_block_goes_to_each_node_after_its_parent(tmp_path):
-    r = SubmitRig(tmp_path, n=2)
-    slow, fast = defer.Deferred(), defer.Deferred()
-    r.clients[0].answers["submitblock"] = lambda block: slow if block == "aa" else None
-    r.clients[1].answers["submitblock"] = lambda block: fast if block == "aa" else None
+def test_a_child_that_reaches_the_node_before_its_parent_goes_again_soon(tmp_path):
+    """A block goes to the nodes at once, without waiting for its parent's
+    answer (a node that hangs on the parent holds nothing up); if it
+    arrives first, the node answers prev-blk-not-found for a parent that is
+    one of the pool's own: no verdict yet, asked again from retry_min on."""
+    r = SubmitRig(tmp_path, n=1, retry_min=0.5)
+    slow = defer.Deferred()
+    r.clients[0].answers["submitblock"] = lambda block: slow if block == "aa" else "prev-blk-not-found"
+    r.clients[0].answers["getblockheader"] = RPCError(-5, "Block not found")
     parent, child = chain_pair()
     first = r.sub.submit(parent)
     second = r.sub.submit(child)
-    assert r.calls(0, "submitblock") == r.calls(1, "submitblock") == [("aa",)], "the child waits"
-    fast.callback(None)  # node1 answered for the parent: the child goes to node1, not yet to node0
-    assert r.calls(1, "submitblock") == [("aa",), ("bb",)] and r.calls(0, "submitblock") == [("aa",)]
-    assert not first.called and not second.called
-    slow.callback(None)
-    assert r.calls(0, "submitblock") == [("aa",), ("bb",)]
-    assert fired(first).status == fired(second).status == "submitted"
-    assert [s.hash for s in r.sink.statuses] == [tip(104), tip(105)]
+    assert r.calls(0, "submitblock") == [("aa",), ("bb",)], "sent without waiting for the parent"
+    assert fired(second).status == "pending" and r.sub.blocks[tip(105)].verdicts == {"node0": "prev-blk-not-found"}
+    slow.callback(None)  # the node takes the parent
+    assert fired(first).status == "submitted"
+    r.clients[0].answers["submitblock"] = None
+    r.clock.advance(0.5)
+    assert r.calls(0, "submitblock")[-1] == ("bb",) and r.sub.status_of(tip(105)) == "submitted"
 
 
-def test_a_node_that_hangs_holds_up_no_other(tmp_path):
-    r = SubmitRig(tmp_path, n=2)
-    r.clients[0].answers["submitblock"] = lambda block: defer.Deferred()  # node0 never answers
-    r.clients[1].answers["submitblock"] = None
-    parent, child = chain_pair()
-    r.sub.submit(parent)
-    r.sub.submit(child)
-    grandchild = dataclasses.replace(child, height=106, hash=tip(106), prevhash=tip(105), block_hex="cc")
-    r.sub.submit(grandchild)
-    assert r.calls(1, "submitblock") == [("aa",), ("bb",), ("cc",)], "node1 has every block at once"
-    assert r.calls(0, "submitblock") == [("aa",)]
-
-
-def test_stopping_while_a_child_waits_sends_nothing_more_and_the_next_start_resumes_in_order(tmp_path):
+def test_prev_blk_not_found_is_final_when_the_parent_is_not_ours_or_settled(tmp_path):
     r = SubmitRig(tmp_path, n=1)
-    r.sub.startService()
-    r.clients[0].answers["submitblock"] = lambda block: defer.Deferred() if block == "aa" else None
+    r.clients[0].answers["submitblock"] = lambda block: "bad-version(0x00000001)" if block == "aa" else "prev-blk-not-found"
     parent, child = chain_pair()
-    r.sub.submit(parent)
-    second = r.sub.submit(child)
-    r.sub.stopService()
-    assert fired(second).status == "pending" and r.calls(0, "submitblock") == [("aa",)], "nothing sent while stopping"
-    later = defer.Deferred()
-    r.clients[0].answers["submitblock"] = lambda block: later if block == "aa" else None
-    r.restart()
-    assert r.calls(0, "submitblock")[1:] == [("aa",)], "both resumed from the journal, the parent first"
-    later.callback(None)
-    assert r.calls(0, "submitblock")[1:] == [("aa",), ("bb",)]
-    assert r.sub.status_of(tip(104)) == r.sub.status_of(tip(105)) == "submitted"
+    assert fired(r.sub.submit(parent)).status == "rejected"
+    assert fired(r.sub.submit(child)).status == "rejected", "its parent was rejected: it never can be taken"
+    orphan = dataclasses.replace(child, hash=tip(205), prevhash=tip(204), block_hex="cc")
+    assert fired(r.sub.submit(orphan)).status == "rejected", "a parent the pool does not know of"
+    r.clients[0].answers["submitblock"] = lambda block: "duplicate" if block == "dd" else "prev-blk-not-found"
+    taken = dataclasses.replace(parent, hash=tip(304), block_hex="dd")
+    assert fired(r.sub.submit(taken)).status == "submitted"
+    late = dataclasses.replace(child, hash=tip(305), prevhash=tip(304), block_hex="ee")
+    assert fired(r.sub.submit(late)).status == "rejected", "the node said it had the parent: no waiting for it"

@@ -148,7 +148,9 @@ def test_on_a_signet_that_needs_signatures_the_operator_is_told_and_blocks_are_r
     port = free_port()
     pool = pool_process(pool_config([node], port=port, data_dir=tmp_path / "data", address=SIGNET_OTHER,
                                     network="signet", difficulty=SHARE_DIFFICULTY))
-    assert f"this signet's challenge {DEFAULT_SIGNET_CHALLENGE} needs a signature" in pool.text()
+    # said at the first template, which may come a moment after Stratum listens
+    wait_for(lambda: f"this signet's challenge {DEFAULT_SIGNET_CHALLENGE} needs a signature" in pool.text(), 30,
+             what="the operator told at the first template")
     miner = minerd(port, f"{SIGNET_OTHER}.cpu")
     journal = tmp_path / "data" / "found-blocks.jsonl"
     wait_for(lambda: any(j.status == "rejected" for j in read_journal(journal).values()), 120,
