@@ -45,6 +45,23 @@ def _readline(proc: subprocess.Popen, timeout: float) -> str:
     raise RuntimeError(f"process {proc.args} gave no line within {timeout}s (exit {proc.poll()})")
 
 
+def json_rpc(url: str, auth: bytes, method: str, params=(), *, wallet: str | None = None, timeout: float = 30) -> dict:
+    """One JSON-RPC 1.0 call as bitcoin-cli makes it, to a node's ``url``
+    (``/wallet/NAME`` with ``wallet``) with Basic ``auth`` (``user:password``,
+    a cookie's content); ``{"result": ...}`` or ``{"error": {...}}`` as the
+    node answered, whatever the HTTP status."""
+    body = json.dumps({"jsonrpc": "1.0", "id": 1, "method": method, "params": list(params)}).encode()
+    path = f"wallet/{wallet}" if wallet is not None else ""
+    req = urllib.request.Request(url.rstrip("/") + "/" + path, body, {"Content-Type": "application/json"})
+    req.add_header("Authorization", "Basic " + base64.b64encode(auth.strip()).decode())
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            reply = json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        reply = json.loads(e.read())
+    return {"error": reply["error"]} if reply.get("error") else {"result": reply["result"]}
+
+
 class RPCError(Exception):
     def __init__(self, error):
         self.code = error.get("code")
@@ -74,16 +91,8 @@ class DevNode:
         return ready
 
     def rpc(self, method: str, *params, timeout: float = 30):
-        body = json.dumps({"id": 1, "method": method, "params": list(params)}).encode()
-        req = urllib.request.Request(self.url, body, {"Content-Type": "application/json"})
-        auth = Path(self.cookie_path).read_text().strip()
-        req.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
-                reply = json.loads(r.read())
-        except urllib.error.HTTPError as e:
-            reply = json.loads(e.read())
-        if reply.get("error"):
+        reply = json_rpc(self.url, Path(self.cookie_path).read_bytes(), method, params, timeout=timeout)
+        if "error" in reply:
             raise RPCError(reply["error"])
         return reply["result"]
 

@@ -12,18 +12,15 @@ need them are skipped (``tests/conftest.py``).
 """
 from __future__ import annotations
 
-import base64
-import json
 import os
 import re
 import signal
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-from tests.procs import free_port
+from tests.ops.stack import stop
+from tests.procs import free_port, json_rpc
 
 COIN = 100_000_000
 
@@ -147,18 +144,7 @@ class CoreNode:
         """``{"result": ...}`` or ``{"error": {...}}``, as Core answered."""
         if not self.cookie.exists():
             raise RuntimeError("no cookie yet")
-        body = json.dumps({"jsonrpc": "1.0", "id": 1, "method": method, "params": list(params)}).encode()
-        path = f"wallet/{wallet}" if wallet is not None else ""
-        req = urllib.request.Request(self.url + path, body, {"Content-Type": "application/json"})
-        req.add_header("Authorization", "Basic " + base64.b64encode(self.cookie.read_bytes().strip()).decode())
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
-                reply = json.loads(r.read())
-        except urllib.error.HTTPError as e:
-            reply = json.loads(e.read())
-        if reply.get("error"):
-            return {"error": reply["error"]}
-        return {"result": reply["result"]}
+        return json_rpc(self.url, self.cookie.read_bytes(), method, params, wallet=wallet, timeout=timeout)
 
     def rpc(self, method: str, *params, wallet: str | None = None, timeout: float = 60):
         reply = self.call(method, *params, wallet=wallet, timeout=timeout)
@@ -220,13 +206,7 @@ class Minerd:
 
     def stop(self) -> tuple[int, int]:
         """SIGTERM (SIGKILL if it lingers); the final counts."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc, 10)
         return self.counts()
 
     close = stop
