@@ -37,8 +37,9 @@ template arrives (tens of milliseconds on regtest, up to a few hundred on
 mainnet, each a window for stale shares). The node's template for that tip
 then replaces it as soon as any source reports the block, with
 ``clean=True`` so that miners move to the transactions and their fees at
-once; the empty job's shares stay valid (same previous block). If the nodes reject the block, the
-template is fetched again at once and the tip moves back.
+once; the empty job's shares stay valid (same previous block). Unless a
+node took the block in the submitter's first round, a template is fetched
+at once: where no node has it, the tip moves back.
 
 When every node is down the last template stays current and fetches are
 retried with backoff; the state change is logged once, not per attempt.
@@ -102,7 +103,6 @@ class WorkSource(Service):
         self.retry_max = retry_max
         self.network = network
         self.speculative: str | None = None  # the own block (display hex) the current empty template builds on
-        self._replacing: str | None = None  # while installing: what speculative was before
 
         self.current: Template | None = None
         self.current_since: float | None = None
@@ -317,7 +317,7 @@ class WorkSource(Service):
         previous = self.current
         self.current = tpl
         self.current_since = now
-        self._replacing, self.speculative = self.speculative, tpl.prevhash_hex if source == "found" else None
+        replacing, self.speculative = self.speculative, tpl.prevhash_hex if source == "found" else None
         if previous is None or tpl.prevhash != previous.prevhash:
             tip = tpl.prevhash_hex
             self._past_tips[tip] = None
@@ -338,7 +338,7 @@ class WorkSource(Service):
                     self.metrics.new_tips.labels(source=seen_by).inc()
             else:
                 log.info("first template: height %d on %s from %s", tpl.height, tip, tpl.node)
-        elif previous.prevhash_hex == (self._replacing or ""):
+        elif replacing == tpl.prevhash_hex:  # the node's template for our own block
             log.info("own block %s, height %d, reported by %s, template from %s", tpl.prevhash_hex, tpl.height, source,
                      tpl.node)
         challenge = tpl.signet_challenge
