@@ -145,7 +145,6 @@ class BlockSubmitter(Service):
         self.blocks: dict[str, TrackedBlock] = {}
         self._journal = None
         self._listening = False  # registered for the node set's node-up events
-        self._stopped = False  # stopService ran (and no start since)
 
     # -- public --------------------------------------------------------------
 
@@ -453,19 +452,17 @@ class BlockSubmitter(Service):
 
     def startService(self):
         Service.startService(self)
-        self._stopped = False
         if not self._listening and hasattr(self.nodes, "on_node_up"):
             self.nodes.on_node_up(self._node_up)
             self._listening = True
         for t in self.load_journal():
             log.warning("resuming block %d %s (%s) from the journal", t.found.height, t.hash, t.status)
-        for t in list(self.blocks.values()):  # also those of an earlier start/stop; parents first
+        for t in list(self.blocks.values()):  # also those of an earlier start/stop
             if not t.final and t.call is None and t.inflight is None:
                 self._start_round(t)
 
     def stopService(self):
         Service.stopService(self)
-        self._stopped = True
         if self._listening:
             self.nodes.remove_on_node_up(self._node_up)
             self._listening = False
