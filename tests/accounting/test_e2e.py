@@ -101,9 +101,15 @@ def test_redis_outage_while_miners_submit(rig):
     wait_for(lambda: accounted(r) >= 10)
     redis.stop()  # Redis goes away mid-run
     stopped = time.monotonic()
-    wait_for(lambda: sum(len(m.accepted()) for m in miners) >= 30, timeout=90)
-    answered_while_down = sum(1 for m in miners for t, line in m.lines if t > stopped + 1 and "share accepted" in line)
-    assert answered_while_down >= 5, "miners kept getting replies"
+    before = sum(len(m.accepted()) for m in miners)
+
+    def answered_while_down() -> int:
+        return sum(1 for m in miners for t, line in m.lines if t > stopped + 1 and "share accepted" in line)
+
+    # waited for by itself: the miners may have found most of their shares
+    # before Redis stopped (the accounting lags them), so a total says nothing
+    wait_for(lambda: answered_while_down() >= 5, timeout=90, what=f"miners getting replies while Redis is down ({before} of 100 shares accepted before)")
+    print(f"\nRedis down: {before} shares accepted before the stop, {answered_while_down()} answered from 1 s after it")
     assert "Redis unreachable" in pool.text()
     redis.start()
     results = [m.result() for m in miners]
