@@ -125,7 +125,8 @@ def test_pool_mines_blocks_core_accepts_on_a_private_signet(core, minerd, pool_p
     assert all(f"network {SIGNET_DIFFICULTY:.4g}" in line for line in text.splitlines() if "BLOCK FOUND" in line)
     # every share whose hash met signet's target was taken for a block, no other
     got = [float(g) for g in re.findall(r"share accepted \S+ diff=\S+ got=(\S+)", text)]
-    assert len(got) == shares_accepted
+    # a share minerd sent in the instant before it was stopped can be credited with its reply unread
+    assert shares_accepted <= len(got) <= shares_sent, (len(got), shares_accepted, shares_sent)
     assert sum(g > SIGNET_DIFFICULTY * 1.001 for g in got) <= len(found) <= sum(g >= SIGNET_DIFFICULTY * 0.999 for g in got)
     assert shares_accepted > len(found), (shares_accepted, shares_sent, len(found))
     assert "Traceback" not in text
