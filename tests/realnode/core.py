@@ -174,6 +174,11 @@ class CoreNode:
 
 
 _ACCEPTED = re.compile(r"accepted: (\d+)/(\d+)")
+# cpuminer counts the replies it has read ("accepted: N/M", M = accepted +
+# rejected). A share it sent in the instant before it was stopped can be
+# credited by the pool with its reply never read: the pool may count up to
+# this many more shares than minerd's last line, never fewer.
+IN_FLIGHT = 2
 
 
 class Minerd:

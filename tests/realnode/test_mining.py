@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+from .core import IN_FLIGHT
 from .rig import MINER_A, MINER_B, POOL_ADDR, free_port, pool_config, wait_for
 
 pytestmark = pytest.mark.bitcoind(needs=("MINERD",))
@@ -48,11 +49,14 @@ def test_two_cpuminers_mine_blocks_core_accepts_and_redis_counts_what_they_were_
         time.sleep(0.25)
     counts = {a: m.stop() for a, m in miners.items()}
     r = redis_server.client()
-    wait_for(lambda: int(r.hget("hashcoop:pool", "acc") or 0) == sum(c[0] for c in counts.values()), timeout=20,
+    seen = sum(c[0] for c in counts.values())
+    wait_for(lambda: int(r.hget("hashcoop:pool", "acc") or 0) >= seen, timeout=20,
              what=f"Redis caught up with the miners' counts {counts}")
+    time.sleep(1.0)  # a last accounting flush
     for a, (accepted, submitted) in counts.items():
         assert accepted == submitted, f"{a}: minerd saw rejects: {accepted}/{submitted}"
-        assert int(r.hget(f"hashcoop:addr:{a}", "acc")) == accepted, a
+        # equal, but for a share sent as minerd stopped: credited, its reply unread (IN_FLIGHT)
+        assert accepted <= int(r.hget(f"hashcoop:addr:{a}", "acc")) <= accepted + IN_FLIGHT, a
     pool_hash = r.hgetall("hashcoop:pool")
     assert not [k for k in pool_hash if k.startswith("rej")], pool_hash
 
