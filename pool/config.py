@@ -127,6 +127,14 @@ class StratumSection(_Model):
     stale_grace: float = Field(1.0, ge=0, le=30, description="seconds after a new tip during which a share on the tip it replaced is still credited (the miner found it before it could read the new job); a block it solves is lost all the same. 0 = stale-job at once")
     reuse_port: bool = Field(False, description="listen with SO_REUSEPORT, so several stratum processes (each its own pool.instance_id and data_dir) share one port")
     flood: FloodSection = Field(default_factory=FloodSection, description="fresh work, disconnect, then a temporary ban for connections sending mostly invalid shares")
+    # what one connection may make the pool hold or do (RELIABILITY.md, "Backpressure and cost per byte")
+    output_pause_bytes: int = Field(65536, ge=4096, le=16 << 20, description="unsent output to one connection past which the pool stops reading from it until the output has drained (a peer that does not read its replies cannot make the pool hold them)")
+    output_limit_bytes: int = Field(1 << 20, ge=8192, le=256 << 20, description="unsent output past which a connection is closed at once (reason output-limit)")
+    output_stall_timeout: float = Field(60.0, gt=0, le=3600, description="seconds a connection whose reading is paused may take none of its unsent output before it is closed (reason output-stalled)")
+    close_timeout: float = Field(5.0, gt=0, le=300, description="a closed connection is sent what was queued for it, then a FIN; if the peer has not closed its side this many seconds later, the connection is aborted")
+    request_rate: float = Field(1.0, gt=0, le=1e6, description="requests other than mining.submit (subscribe, authorize, configure, suggest_difficulty, extranonce.subscribe, unknown methods, blank lines) one connection may send a second, sustained")
+    request_burst: int = Field(100, ge=1, le=1_000_000, description="such requests a connection may send at once (a proxy authorizing its workers); past the budget they are refused, and as many again refused close the connection (reason request-rate)")
+    difficulty_change_interval: float = Field(2.0, ge=0, le=600, description="at most one difficulty change (set_difficulty with the job sent again) per connection in this many seconds; changes in between are coalesced into the next one")
 
     @field_validator("connection_limit_exempt")
     @classmethod
@@ -370,6 +378,8 @@ def _semantic_errors(cfg: Config) -> list[tuple[str, str]]:
         if (p.bind, p.port) in seen:
             errors.append((f"stratum.ports.{i}.port", f"same as stratum.ports.{seen[(p.bind, p.port)]}"))
         seen[(p.bind, p.port)] = i
+    if cfg.stratum.output_limit_bytes <= cfg.stratum.output_pause_bytes:
+        errors.append(("stratum.output_limit_bytes", f"must exceed stratum.output_pause_bytes ({cfg.stratum.output_pause_bytes})"))
     names: set[str] = set()
     for i, n in enumerate(cfg.nodes):
         name = cfg.node_name(i)

@@ -101,6 +101,21 @@ class Metrics:
             ["action"], registry=r,
         )
         self.banned_peers = Gauge("hashcoop_banned_peers", "Peer IPs whose new connections are refused for flooding", registry=r)
+        self.requests_refused = Counter(
+            "hashcoop_requests_refused_total",
+            "Requests other than submits refused for coming faster than stratum.request_rate (past request_burst)",
+            registry=r)
+        self.difficulty_coalesced = Counter(
+            "hashcoop_difficulty_changes_coalesced_total",
+            "Difficulty changes held back by stratum.difficulty_change_interval (later ones replace them)", registry=r)
+        self.output_pauses = Counter(
+            "hashcoop_output_pauses_total",
+            "Times the pool stopped reading from a connection whose unsent replies passed stratum.output_pause_bytes",
+            registry=r)
+        self.output_blocked = Gauge(
+            "hashcoop_connections_output_blocked", "Connections not read now because their replies are unsent", registry=r)
+        self.output_held = Gauge(
+            "hashcoop_output_held_bytes", "Unsent bytes the pool holds for the connections it is not reading", registry=r)
         self.vardiff_retargets = Counter("hashcoop_vardiff_retargets_total", "Difficulty changes sent", ["direction"], registry=r)
         # Work and blocks
         self.templates_fetched = Counter("hashcoop_templates_fetched_total", "getblocktemplate answers", ["node"], registry=r)

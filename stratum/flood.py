@@ -21,6 +21,12 @@ Escalation, per connection (``FloodPolicy``, state in ``FloodState``):
    ``max_rejects_per_second``: an empty bucket closes the connection at once
    (reason ``reject-rate``).
 
+   Requests other than submits (subscribe, authorize, configure,
+   suggest_difficulty, extranonce.subscribe, unknown methods, replies and
+   blank lines) draw on a separate budget, ``RequestBudget``: past it they
+   are refused (error 20, or ignored when they expect no answer), and a
+   sustained excess closes the connection (reason ``request-rate``).
+
 3. **Ban.** ``BanList``: a peer IP whose connections were closed for
    flooding ``ban_after`` times within ``ban_period`` seconds is refused new
    connections for ``ban_seconds``. Bans expire by themselves; the tables
@@ -40,6 +46,7 @@ from pool.shares import Reject
 NEW_WORK = "new_work"
 DISCONNECT = "disconnect"  # mostly invalid after the new work
 RATE = "reject-rate"  # the reject-rate bucket ran dry
+REQUESTS = "request-rate"  # requests other than submits far past their budget
 BAN = "ban"
 
 # Rejects that signal a broken or hostile miner. Not stale-job: honest miners
@@ -115,6 +122,51 @@ class FloodPolicy:
             return DISCONNECT
         st.warned = True
         return NEW_WORK
+
+
+# RequestBudget.charge verdicts
+ALLOWED = 0
+REFUSED = 1  # past the budget: refused, the connection stays
+OVERDRAWN = 2  # a sustained excess: close the connection
+
+
+class RequestBudget:
+    """How many requests other than submits one connection may send: at
+    most ``burst`` at once, then ``rate`` a second. Requests past the budget
+    are refused; once the refused ones alone would have spent another
+    ``burst``, the excess is sustained and the connection is closed.
+
+    The state is one float per connection, its theoretical arrival time
+    (the generic cell rate algorithm): the time at which its budget would
+    be whole again. A request moves it ``1 / rate`` later, refused or not,
+    so a client that keeps sending faster than ``rate`` drifts towards the
+    close, while one that slows down earns its budget back."""
+
+    __slots__ = ("interval", "burst", "allowed_ahead", "closed_ahead")
+
+    def __init__(self, *, rate: float = 1.0, burst: int = 100):
+        if not rate > 0 or burst < 1:
+            raise ValueError("rate > 0 and burst >= 1")
+        self.interval = 1.0 / rate
+        self.burst = burst
+        self.allowed_ahead = burst * self.interval  # how far ahead of now the state may be for an allowed request
+        self.closed_ahead = 2 * burst * self.interval  # ...and for a refused one before the close
+
+    def charge(self, tat: float, now: float, n: int = 1) -> tuple[float, int]:
+        """``n`` requests at ``now`` on a connection whose state is ``tat``
+        (0.0 for a new one). Returns the new state and ``ALLOWED``,
+        ``REFUSED`` or ``OVERDRAWN`` (for the last of them)."""
+        tat = (tat if tat > now else now) + n * self.interval
+        ahead = tat - now
+        if ahead <= self.allowed_ahead:
+            return tat, ALLOWED
+        return tat, (REFUSED if ahead <= self.closed_ahead else OVERDRAWN)
+
+    def first_refusal(self, tat: float, now: float) -> bool:
+        """Whether a request refused at ``now`` on state ``tat`` (as it was
+        before the request) is the first of a run (the one before it was
+        allowed): a log line for the run, not one per request."""
+        return (tat if tat > now else now) - now <= self.allowed_ahead
 
 
 class Ban:

@@ -13,6 +13,13 @@ Protection from hostile peers:
 * flooding (``stratum.flood``): fresh work, then a disconnect, for mostly
   invalid shares; a disconnect for rejects faster than the configured rate;
   a temporary ban of IPs disconnected for flooding again and again;
+* requests other than submits: a budget per connection
+  (``stratum.request_rate``/``request_burst``), refused past it, closed
+  and struck like a flood when the excess goes on; difficulty changes at
+  most one per ``stratum.difficulty_change_interval``, coalesced;
+* backpressure (``stratum.protocol``): reading paused while a connection's
+  unsent output is past ``output_pause_bytes``; closed when it stays so for
+  ``output_stall_timeout`` or passes ``output_limit_bytes``;
 * a large listen backlog for reconnect storms.
 """
 from __future__ import annotations
@@ -36,8 +43,8 @@ from pool.shares import Reject, ShareResult, validate_share
 from pool.vardiff import Vardiff
 
 from .extranonce import Extranonce1Allocator
-from .flood import BAN, DISCONNECT, NEW_WORK, RATE, BanList, FloodPolicy
-from .protocol import StratumProtocol
+from .flood import BAN, DISCONNECT, NEW_WORK, OVERDRAWN, RATE, REQUESTS, BanList, FloodPolicy, RequestBudget
+from .protocol import StratumProtocol, unsent
 from .session import MinerSession
 from .transport import listen
 
@@ -110,8 +117,18 @@ class StratumServer(Service):
         fc = sc.flood
         self.flood = FloodPolicy.from_config(fc) if fc.enabled else None
         self.bans = BanList.from_config(fc)
+        self.requests = RequestBudget(rate=sc.request_rate, burst=sc.request_burst)
+        self.difficulty_change_interval = sc.difficulty_change_interval
+        self.output_pause_bytes = sc.output_pause_bytes
+        self.output_limit_bytes = sc.output_limit_bytes
+        self.output_stall_timeout = sc.output_stall_timeout
+        self.close_timeout = sc.close_timeout
+        # connections not read for their unsent output -> [since when it took none of it, bytes unsent then]
+        self.blocked: dict[StratumProtocol, list] = {}
         if metrics is not None:
             metrics.banned_peers.set_function(lambda: self.bans.count(self.now()))
+            metrics.output_blocked.set_function(lambda: len(self.blocked))
+            metrics.output_held.set_function(lambda: sum(unsent(p.transport) for p in list(self.blocked)))
         self.extranonce = Extranonce1Allocator(config.pool.instance_id)
         self.sessions: set[MinerSession] = set()
         self.ready: dict[MinerSession, None] = {}  # insertion-ordered set of sessions receiving jobs
@@ -314,6 +331,8 @@ class StratumServer(Service):
         one."""
         todo = self._sweep_todo
         now = self.now()
+        if self.blocked:
+            self._stalled(now)
         if not todo:
             todo = self._sweep_todo = list(self.ready)
             todo.reverse()  # popped from the end: oldest sessions first
@@ -332,6 +351,31 @@ class StratumServer(Service):
                 s.proto.close("idle-timeout")
                 continue
             s.tick(now)
+
+    def _stalled(self, now: float) -> None:
+        """Abort the connections, reading paused, that took none of their
+        unsent output for ``output_stall_timeout`` (one that takes some,
+        however slowly, holds no more than the hard limit)."""
+        before = now - self.output_stall_timeout
+        for p, mark in list(self.blocked.items()):
+            left = unsent(p.transport)
+            if left < mark[1]:
+                mark[0], mark[1] = now, left  # it read some: the stall starts again
+            elif mark[0] <= before:
+                log.warning("closing %s: it has not read its replies for %ds (%d bytes unsent)", p.ip,
+                            round(now - mark[0]), left)
+                p.abort("output-stalled")
+
+    # -- backpressure (called by StratumProtocol) ------------------------------
+    def output_blocked(self, p: StratumProtocol) -> None:
+        self.blocked[p] = [p.paused, unsent(p.transport)]
+        if self.metrics:
+            self.metrics.output_pauses.inc()
+        log.info("not reading from %s: %d bytes of its replies unsent (stratum.output_pause_bytes %d)", p.ip,
+                 unsent(p.transport), self.output_pause_bytes)
+
+    def output_drained(self, p: StratumProtocol) -> None:
+        self.blocked.pop(p, None)
 
     # -- shared state for sessions -------------------------------------------
     def allocate_extranonce1(self) -> bytes:
@@ -457,6 +501,10 @@ class StratumServer(Service):
             reason = "reject-rate"
             log.warning("flood: closing %s: rejected submits faster than %g a second (burst %d)", who, self.flood.rate,
                         self.flood.burst)
+        elif action == REQUESTS:
+            reason = "request-rate"
+            log.warning("flood: closing %s: requests other than submits went on far past %g a second (burst %d)", who,
+                        1 / self.requests.interval, self.requests.burst)
         else:
             reason = "flood"
             log.warning("flood: closing %s: mostly invalid shares again after fresh work", who)
@@ -470,6 +518,18 @@ class StratumServer(Service):
             self.count_flood(BAN)
             log.warning("flood: banning %s for %ds: %d flood disconnects within %ds", s.ip, round(self.bans.ban_seconds),
                         strikes, round(self.bans.ban_period))
+
+    def request_refused(self, s: MinerSession, verdict: int, tat: float) -> None:
+        """A request past ``s``'s budget (``RequestBudget``): counted, logged
+        at the first of a run, and a sustained excess closes the connection."""
+        if verdict == OVERDRAWN:
+            self._flood_step(s, REQUESTS, self.now())
+            return
+        if self.metrics:
+            self.metrics.requests_refused.inc()
+        if self.requests.first_refusal(tat, self.now()):
+            log.info("refusing requests from %s (%s): more than %g a second (burst %d)", s.ip,
+                     next(iter(s.workers), "not authorized"), 1 / self.requests.interval, self.requests.burst)
 
     def _found(self, worker, job, result, now: float, h: str) -> BlockFound:
         return BlockFound(
@@ -566,10 +626,14 @@ class StratumServer(Service):
         if self.metrics:
             self.metrics.flood_actions.labels(action).inc()
 
+    def count_coalesced(self) -> None:
+        if self.metrics:
+            self.metrics.difficulty_coalesced.inc()
+
     def count_retarget(self, up: bool) -> None:
         if self.metrics:
             self.metrics.vardiff_retargets.labels("up" if up else "down").inc()
 
-    def metrics_protocol_error(self, kind: str) -> None:
+    def metrics_protocol_error(self, kind: str, n: int = 1) -> None:
         if self.metrics:
-            self.metrics.protocol_errors.labels(kind).inc()
+            self.metrics.protocol_errors.labels(kind).inc(n)

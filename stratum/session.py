@@ -22,12 +22,14 @@ from pool.shares import Reject, ShareResult
 from pool.vardiff import Vardiff
 
 from .errors import ERROR_JSON
+from .flood import ALLOWED, REFUSED
 
 log = logging.getLogger("hashcoop.stratum")
 
 MAX_WORKERS_PER_CONNECTION = 64
 MAX_STEPS = 32
 _WORKER_OK = re.compile(r"[^A-Za-z0-9_\-]")
+_NEVER = float("-inf")
 
 
 class Worker:
@@ -115,6 +117,7 @@ class MinerSession:
         "server", "proto", "port", "ip", "connected_at", "en1", "subscribed", "user_agent",
         "workers", "authorized", "ready", "difficulty", "pending", "steps", "alias", "floor", "fixed",
         "vardiff", "version_mask", "last_share_at", "timer", "last_seq", "rejects", "accepted", "flood",
+        "tat", "changed_at",
     )
 
     def __init__(self, server, proto, port, ip: str, now: float):
@@ -143,13 +146,23 @@ class MinerSession:
         self.rejects = 0
         self.accepted = 0
         self.flood = None  # stratum.flood.FloodState, from the first rejected submit on
+        self.tat = 0.0  # request budget state (stratum.flood.RequestBudget)
+        self.changed_at = _NEVER  # when the last difficulty change was sent on its own (not with a broadcast job)
 
     # -- framing-level entry ------------------------------------------------
     def handle(self, msg: dict) -> None:
         method = msg.get("method")
-        if method is None:
-            return  # a reply to something we sent (client.get_version...)
         mid = msg.get("id")
+        if method != "mining.submit":
+            # everything but a share draws on the request budget (shares
+            # have the flood policy): past it, refused or ignored
+            verdict = self._charge()
+            if verdict != ALLOWED:
+                if verdict == REFUSED and method is not None:
+                    self._error(mid, 20, "Too many requests: slow down")
+                return
+            if method is None:
+                return  # a reply to something we sent (client.get_version...)
         handler = _HANDLERS.get(method) if type(method) is str else None
         if handler is None:
             self.server.metrics_protocol_error("unknown-method")
@@ -166,6 +179,22 @@ class MinerSession:
 
     def closed(self) -> None:
         self.server.close_session(self)
+
+    def blank(self, n: int) -> None:
+        """``n`` blank or whitespace-only lines: no answer, but each costs a
+        request, so a stream of them ends in a close."""
+        self.server.metrics_protocol_error("blank-line", n)
+        self._charge(n)
+
+    def _charge(self, n: int = 1) -> int:
+        """``n`` requests against this connection's budget (``RequestBudget``):
+        ALLOWED, REFUSED, or OVERDRAWN (the server has closed the connection)."""
+        server = self.server
+        tat = self.tat
+        self.tat, verdict = server.requests.charge(tat, server.now(), n)
+        if verdict != ALLOWED:
+            server.request_refused(self, verdict, tat)
+        return verdict
 
     # -- replies -------------------------------------------------------------
     def _write(self, data: bytes) -> None:
@@ -409,9 +438,14 @@ class MinerSession:
     def _change_difficulty(self, new: float) -> None:
         """Apply a new difficulty from a new job: re-send the current job under
         an alias id right after mining.set_difficulty. Going down, the job is
-        sent clean so miners stop submitting old work at the lower target."""
+        sent clean so miners stop submitting old work at the lower target.
+        At most one such change goes out per ``difficulty_change_interval``:
+        one asked for sooner waits in ``pending``, and the next one replaces
+        it (``tick`` sends it when the interval is over, unless a broadcast
+        job has carried it already)."""
         new = self._clamp(new)
-        if new == self.difficulty and self.pending is None:
+        if new == self.difficulty:
+            self.pending = None  # back to the difficulty in force: nothing to send
             return
         if not self.ready or not self.steps:
             self.difficulty = new
@@ -422,6 +456,12 @@ class MinerSession:
             # difficulty goes out with the next broadcast job
             self.pending = new
             return
+        now = self.server.now()
+        if now - self.changed_at < self.server.difficulty_change_interval:
+            self.server.count_coalesced()
+            self.pending = new
+            return
+        self.changed_at = now
         self.server.count_retarget(new > self.difficulty)
         clean = new < self.difficulty
         self.pending = None
@@ -430,7 +470,7 @@ class MinerSession:
         self._add_step(job.seq, self.alias, new)
         self.proto.write(self._set_difficulty_line(new) + job.alias_notify_line(self.server.jobs.alias_id(job, self.alias), clean, self.alias))
         if self.vardiff is not None:
-            self.vardiff.reset(self.server.now())
+            self.vardiff.reset(now)
 
     def fresh_work(self) -> bool:
         """Re-send this session's difficulty and the current job, clean,
@@ -450,7 +490,10 @@ class MinerSession:
         return True
 
     def tick(self, now: float) -> None:
-        """Periodic: vardiff for miners whose shares stopped."""
+        """Periodic: a difficulty change held back by the interval; vardiff
+        for miners whose shares stopped."""
+        if self.pending is not None and now - self.changed_at >= self.server.difficulty_change_interval:
+            self._change_difficulty(self.pending)
         if self.vardiff is not None:
             new = self.vardiff.on_tick(self.difficulty, now)
             if new is not None and new != self.difficulty:

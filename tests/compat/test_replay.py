@@ -240,7 +240,12 @@ def test_nerdminer_replay():
     accepted(reply(out[0], 4))
     assert h.sink.accepted[-1].hash == hash_hex(hv) and h.sink.accepted[-1].difficulty == 1e-4
     miner.feed(out)
-    # one share in no time: vardiff raises the difficulty (set_difficulty, then a new job)
+    # one share in no time: vardiff raises the difficulty (set_difficulty, then a new job), once
+    # stratum.difficulty_change_interval has passed since the suggestion's change
+    assert len(miner.differences) == 2
+    h.reactor.advance(h.cfg.stratum.difficulty_change_interval)
+    c.session.tick(h.reactor.seconds())  # what the server's sweep does every second
+    miner.feed(c.recv())
     assert len(miner.differences) == 3 and miner.differences[-1] == (miner.current.id, 1e-3)
     raised = miner.difficulty
     # the same share again, also in upper case: duplicate

@@ -93,7 +93,7 @@ def test_odd_ids_are_echoed(h, name, raw, value):
     assert r["id"] == value and r["result"] is True
 
 
-# (name, line, disconnect reason) -- the connection is closed at once
+# (name, line, disconnect reason) -- the connection is closed (what was queued is sent first)
 CLOSED = [
     ("nan", b'{"id":5,"method":"mining.suggest_difficulty","params":[NaN]}', "bad-json"),
     ("infinity", b'{"id":5,"method":"mining.suggest_difficulty","params":[Infinity]}', "bad-json"),
@@ -120,7 +120,7 @@ def test_closed_with_a_reason(h, name, line, reason, caplog):
     caplog.set_level(logging.INFO, logger="hashcoop.stratum")
     for handshake in (False, True):
         c = play(h, line + b"\n", handshake=handshake)
-        assert not c.connected and c.transport.disconnected  # aborted, not flushed
+        assert not c.connected and c.transport.disconnecting  # closed, not aborted: queued replies go out
         assert [m for m in c.lines() if "method" not in m] == []
     assert h.metric("hashcoop_disconnects_total", reason=reason) == 2
     assert any(f"disconnect 10.9.0.1: {reason}" in r.getMessage() for r in caplog.records)

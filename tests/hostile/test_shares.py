@@ -160,10 +160,12 @@ def test_shares_are_credited_at_the_difficulty_their_job_was_sent_with(h):
     c = h.connect().handshake()
     jobs = [(c.last_notify(), SHARE_DIFF)]
     for d in (4 * SHARE_DIFF, SHARE_DIFF / 2, 8 * SHARE_DIFF, SHARE_DIFF / 4):
+        h.reactor.advance(h.cfg.stratum.difficulty_change_interval)  # at most one change per interval
         c.session._change_difficulty(d)  # what vardiff does
         msgs = c.lines()
         assert msgs[0] == {"id": None, "method": "mining.set_difficulty", "params": [d]}
         jobs.append((msgs[1]["params"], d))
+    h.reactor.advance(h.cfg.stratum.difficulty_change_interval)
     c.call("mining.suggest_difficulty", [3 * SHARE_DIFF])  # the miner's own
     jobs.append(([m for m in c.pushed if m["method"] == "mining.notify"][-1]["params"], 3 * SHARE_DIFF))
     h.server.on_template(template(), False)  # a refresh carries the current difficulty

@@ -7,6 +7,7 @@ import dataclasses
 
 import orjson
 from twisted.internet import defer
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
@@ -81,22 +82,75 @@ class Harness:
         if with_job:
             self.server.on_template(template(), True)
 
-    def connect(self, ip="10.0.0.1", port=40000):
+    def connect(self, ip="10.0.0.1", port=40000, peer=False):
+        """A client; with ``peer``, on a ``PeerTransport`` (Twisted's output
+        buffering, a peer that reads when told) instead of a StringTransport."""
         proto = self.factory.buildProtocol(IPv4Address("TCP", ip, port))
         if proto is None or not isinstance(proto, StratumProtocol):  # refused (closed at once, or told why first)
             return None
-        return Client(self, proto)
+        return Client(self, proto, PeerTransport(self.reactor, ip) if peer else None)
 
     def metric(self, name, **labels):
         v = self.metrics.registry.get_sample_value(name, labels)
         return 0 if v is None else v
 
 
+class PeerTransport(FileDescriptor):
+    """Twisted's own output buffering and producer calls (``FileDescriptor``)
+    over a peer that reads only when told: ``reading`` (it takes whatever is
+    sent) or ``window`` (bytes it takes at the next ``doWrite``). What it
+    read is ``value()``; ``half_closed`` once the pool sent its FIN."""
+
+    def __init__(self, reactor, ip: str):
+        super().__init__(reactor)
+        self.connected = 1
+        self.reading = True
+        self.window = 0
+        self.received = bytearray()
+        self.half_closed = False
+        self.aborted = False
+        self.peer = IPv4Address("TCP", ip, 1)
+
+    def writeSomeData(self, data) -> int:
+        n = len(data) if self.reading else min(len(data), self.window)
+        self.window -= n if not self.reading else 0
+        self.received += data[:n]
+        return n
+
+    def _closeWriteConnection(self):
+        self.half_closed = True
+
+    def abortConnection(self):
+        self.aborted = True
+        self.disconnecting = True
+        self.stopReading()
+        self.stopWriting()
+
+    def getPeer(self):
+        return self.peer
+
+    def getHost(self):
+        return IPv4Address("TCP", "127.0.0.1", 3333)
+
+    def unsent(self) -> int:
+        return len(self.dataBuffer) - self.offset + self._tempDataLen
+
+    def read(self, n: int | None = None) -> None:
+        """The peer reads ``n`` bytes (all there is when None)."""
+        self.window = (1 << 62) if n is None else n
+        self.doWrite()
+
+    def value(self) -> bytes:
+        if self.reading:
+            self.doWrite()
+        return bytes(self.received)
+
+
 class Client:
-    def __init__(self, h: Harness, proto):
+    def __init__(self, h: Harness, proto, transport=None):
         self.h = h
         self.proto = proto
-        self.transport = StringTransport(peerAddress=IPv4Address("TCP", proto.ip, 1))
+        self.transport = transport or StringTransport(peerAddress=IPv4Address("TCP", proto.ip, 1))
         proto.makeConnection(self.transport)
         self._next_id = 0
         self._read = 0

@@ -215,6 +215,7 @@ def test_suggest_difficulty_before_and_after_authorize_is_clamped():
         r = c.call("mining.suggest_difficulty", [bad])
         assert r["error"] is not None
     assert c.session.difficulty == 1e-4
+    h.reactor.advance(h.cfg.stratum.difficulty_change_interval)  # at most one change per interval
     c.call("mining.suggest_difficulty", [1e-300])
     assert c.session.difficulty == 1e-9
 
@@ -354,6 +355,7 @@ def test_credited_at_difficulty_job_was_sent_with_both_directions(h):
     if hv > __import__("pool.btc.target", fromlist=["x"]).difficulty_to_target(4 * SHARE_DIFF):
         _expect_reject(c, weak, Reject.HIGH_HASH)
     # down: to half; old jobs keep their own difficulty, and the new job is sent clean
+    h.reactor.advance(h.cfg.stratum.difficulty_change_interval)  # one change per interval
     c.session._change_difficulty(SHARE_DIFF / 2)
     msgs = c.lines()
     down_notify = msgs[1]["params"]
