@@ -5,7 +5,7 @@ The pool's own ``StratumServer`` on the reactor ``hashcoop run`` installs
 template (no node: the socket tests are about connections, not work). The
 test drives it on stdin/stdout, one JSON object per line:
 
-    {"cmd": "stats"}     sessions, ready, per-IP counts, open descriptors, RSS, metrics
+    {"cmd": "stats"}     sessions, ready, per-IP counts, open descriptors, RSS, CPU seconds, metrics
     {"cmd": "block"}     a new tip: a clean job for everyone
     {"cmd": "quit"}
 
@@ -23,6 +23,14 @@ import sys
 
 def _fds() -> int:
     return len(os.listdir("/proc/self/fd"))
+
+
+def _cpu() -> float:
+    """CPU seconds this process has used (user + system)."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def _rss() -> int:
@@ -45,6 +53,7 @@ def main(argv: list[str]) -> int:
     from pool.events import MemorySink
     from pool.jobs import JobManager
     from pool.metrics import Metrics
+    from stratum.protocol import unsent
     from stratum.server import StratumServer
     from tests.stratum.harness import ADDR, template
 
@@ -93,6 +102,10 @@ def main(argv: list[str]) -> int:
             "disconnects": samples("hashcoop_disconnects_total"), "refused": samples("hashcoop_connections_refused_total"),
             "protocol_errors": samples("hashcoop_protocol_errors_total"),
             "en1": sorted(s.en1.hex() for s in server.sessions if s.en1),
+            "cpu": _cpu(), "blocked": len(server.blocked),
+            "output_held": sum(unsent(p.transport) for p in server.blocked),
+            "output_pauses": samples("hashcoop_output_pauses_total").get("_", 0),
+            "requests_refused": samples("hashcoop_requests_refused_total").get("_", 0),
         }
 
     class Control(LineReceiver):
