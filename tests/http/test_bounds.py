@@ -250,9 +250,11 @@ def test_a_reader_that_stops_is_aborted_and_a_slow_steady_one_is_not(server, fig
     # the kernel's send buffer pinned to 32 KB (serve.py), as on a slow link: the page backs up in the process
     srv = server(http={"write_timeout": 1.0, "idle_timeout": 10.0}, big_bytes=page, sndbuf=32768)
     # steady: 32 KB every 0.2 s (160 KB/s), the output backed up for seconds, several write_timeouts
+    cpu0 = srv.stats()["cpu"]
     steady = read_big(srv.port, 32768, 0.2)
     steady["sock"].close()
     st = srv.stats()
+    steady_cpu = st["cpu"] - cpu0
     assert steady["end"] == "complete", steady
     assert st["disconnects"].get("reason=write-stalled") is None, st
     # stops after 64 KB
@@ -268,7 +270,8 @@ def test_a_reader_that_stops_is_aborted_and_a_slow_steady_one_is_not(server, fig
     assert seen == "reset"
     assert held > 256 << 10  # the rest of the page was still waiting in the process
     figures("http slow readers", page_bytes=page, steady_seconds=round(steady["seconds"], 2),
-            steady_rate_kb_s=round(page / steady["seconds"] / 1024), stopper_closed_after_s=round(closed_after, 2),
+            steady_rate_kb_s=round(page / steady["seconds"] / 1024), steady_cpu_s=round(steady_cpu, 3),
+            stopper_closed_after_s=round(closed_after, 2),
             stopper_held_bytes=held, peer_saw=seen)
 
 
@@ -289,6 +292,8 @@ def test_idle_connections_are_capped_and_closed_and_a_normal_client_still_gets_p
     socks += [client(srv.port, src=attackers[-1]) for _ in range(10)]  # the listener is full
     opened = time.monotonic() - t_open
     st, _ = srv.wait_stats(lambda st: sum(st["refused"].values()) >= 10 * len(attackers), timeout=10)
+    held = st["rss"] - base["rss"]
+    cpu = st["cpu"] - base["cpu"]
     # the last full IP's ten extras find the listener full before their IP's cap, as do the last IP's ten
     assert st["connections"] == total and st["refused"] == {
         "reason=per-ip-limit": 10.0 * (len(attackers) - 2), "reason=max-connections": 20.0}, st
@@ -337,4 +342,5 @@ def test_idle_connections_are_capped_and_closed_and_a_normal_client_still_gets_p
             refused_per_ip=int(st["refused"]["reason=per-ip-limit"]), refused_total=int(st["refused"]["reason=max-connections"]),
             open_seconds=round(opened, 3), idle_closed=int(idle_closed), idle_closed_after_s=round(closed_after, 2),
             page_seconds_meanwhile=round(page_s, 4), refusal_log_lines=len(lines), fds_before=fds0, fds_after=st["fds"],
-            rss_growth_bytes=st["rss"] - base["rss"])
+            rss_growth_while_open_bytes=held, rss_per_idle_connection_bytes=held // total,
+            cpu_s_to_admit_and_refuse=round(cpu, 3))
