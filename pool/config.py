@@ -237,6 +237,7 @@ class HttpSection(_Model):
     max_pending_reads: int = Field(64, ge=1, le=10_000, description="reads queued beyond this are refused with 503 (protects Redis)")
     refresh_seconds: float = Field(10.0, ge=1, le=3600, description="how often dashboard pages update themselves")
     idle_timeout: float = Field(15.0, gt=0, le=3600, description="seconds a connection may go without a request while nothing is being answered (idle keep-alive) before it is closed")
+    request_timeout: float = Field(30.0, gt=0, le=3600, description="seconds a request may take to arrive, from its first byte to its last (a client trickling its headers is closed)")
     write_timeout: float = Field(30.0, gt=0, le=3600, description="seconds a connection's backed-up output may go without the peer taking any of it before the connection is aborted (a client that stopped reading)")
     max_connections: int = Field(1000, ge=1, le=1_000_000, description="open connections per listener (listen and operator_listen each); new ones beyond are refused")
     max_connections_per_ip: int = Field(50, ge=1, le=1_000_000, description="open connections from one peer IP per listener; new ones beyond are refused")

@@ -166,7 +166,9 @@ class Metrics:
         self.http_disconnects = Counter(
             "hashcoop_http_disconnects_total",
             "HTTP connections the pool closed, by reason: idle-timeout (no request for http.idle_timeout), write-stalled "
-            "(backed-up output the peer took none of for http.write_timeout: aborted)", ["reason"], registry=r,
+            "(backed-up output the peer took none of for http.write_timeout: aborted), request-timeout (a request still "
+            "arriving after http.request_timeout), body-too-large (a request body over 64 KiB or chunked: 413, unread)",
+            ["reason"], registry=r,
         )
         self.per_worker = False  # enable_per_worker() adds the worker_* counters
 

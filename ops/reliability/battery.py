@@ -52,6 +52,9 @@ CASES = {
                                     "test_every_pipelined_request"],
     "HTTP slow readers": ["test_a_reader_that_stops", "test_a_peer_that_stops_reading", "test_many_stalled_peers",
                           "test_a_slow_steady_reader", "test_a_response_still_being_written", "test_the_idle_clock_does_not_run"],
+    "HTTP trickled requests and bodies": ["test_a_trickled_request", "test_a_request_trickled_in", "test_each_request_has_its_own",
+                                         "test_pipelined_requests_waiting_for_a_slow_reader", "test_a_request_body_is_refused",
+                                         "test_a_small_body"],
     "HTTP idle connections": ["test_idle_connections_are_capped", "test_idle_keep_alive_connections", "test_connections_beyond",
                               "test_refusals_get_one_log_line", "test_a_unix_socket_peer"],
 }

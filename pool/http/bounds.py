@@ -15,6 +15,13 @@ shows each on a real socket):
   request is being answered. ``BoundedChannel`` aborts a connection whose
   backed-up output the peer has taken none of for ``http.write_timeout``
   seconds; a slow reader that keeps taking some is left alone.
+* A client that trickles a request (a byte every few seconds resets the
+  idle timeout): ``BoundedChannel`` closes a connection whose request is
+  still arriving ``http.request_timeout`` seconds after its first byte.
+* A request body: twisted.web reads any body, however large, into a
+  temporary file before the resource answers; no endpoint takes one, so a
+  body over 64 KiB, or chunked, gets a 413 and the connection is closed
+  before it is read.
 * Many connections: ``BoundedSite`` refuses connections beyond
   ``http.max_connections`` per listener and ``http.max_connections_per_ip``
   per peer IP with a canned 503, one log line a minute at most.
@@ -33,13 +40,31 @@ from twisted.internet.protocol import Protocol
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Site
 
-from .limits import Admission, Disconnect, LogThrottle, Refusal, peer_ip
+from .limits import MAX_REQUEST_BODY, Admission, Disconnect, LogThrottle, Refusal, body_refused, peer_ip
 
 log = logging.getLogger("hashcoop.http")
 
 _REFUSED_BODY = b"too many connections; try again shortly\n"
 REFUSED = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
            b"Content-Length: %d\r\nRetry-After: 10\r\nConnection: close\r\n\r\n%s" % (len(_REFUSED_BODY), _REFUSED_BODY))
+
+_TOO_LARGE_BODY = b"this pool takes no request bodies over %d bytes\n" % MAX_REQUEST_BODY
+TOO_LARGE = (b"HTTP/1.1 413 Content Too Large\r\nContent-Type: text/plain; charset=utf-8\r\n"
+             b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(_TOO_LARGE_BODY), _TOO_LARGE_BODY))
+
+# What is logged of each disconnect: the first at once, then a sum a minute
+# (idle timeouts only at DEBUG: browsers leave connections idle all the time).
+_FIRST = {
+    Disconnect.WRITE_STALLED: "aborted the connection of {peer}: it took none of its output for {t:g} s (http.write_timeout)",
+    Disconnect.REQUEST_TIMEOUT: "closed the connection of {peer}: its request was still arriving after {t:g} s "
+                                "(http.request_timeout)",
+    Disconnect.BODY_TOO_LARGE: "refused a request from {peer} with a body of {detail} (413, not read: the API takes none)",
+}
+_SUM = {
+    Disconnect.WRITE_STALLED: "aborted {n} more connection{s} whose peer stopped reading",
+    Disconnect.REQUEST_TIMEOUT: "closed {n} more connection{s} whose request was too slow to arrive",
+    Disconnect.BODY_TOO_LARGE: "refused {n} more request{s} with a body",
+}
 
 # struct tcp_info (linux/tcp.h): tcpi_bytes_acked, a u64 at byte 120 (Linux 4.1+)
 _TCPI_BYTES_ACKED = 120
@@ -113,6 +138,7 @@ class Bounds:
         self.listener = listener
         self.admission = Admission(http.max_connections, http.max_connections_per_ip, http.connection_limit_exempt)
         self.idle_timeout = http.idle_timeout
+        self.request_timeout = http.request_timeout
         self.write_timeout = http.write_timeout
         self.metrics = metrics
         self.clock = clock
@@ -120,7 +146,7 @@ class Bounds:
         self.channels: set[BoundedChannel] = set()
         self._gauge = metrics.http_connections.labels(listener)
         self._refusals = LogThrottle(log_interval)
-        self._stalls = LogThrottle(log_interval)
+        self._disconnects = {reason: LogThrottle(log_interval) for reason in _FIRST}
         self._flushes: dict[int, object] = {}  # id(throttle) -> the pending flush call
 
     # -- admission -------------------------------------------------------------------------
@@ -150,18 +176,19 @@ class Bounds:
         self._gauge.dec()
 
     # -- disconnects ---------------------------------------------------------------------
-    def disconnected(self, channel: BoundedChannel, reason: Disconnect) -> None:
+    def disconnected(self, channel: BoundedChannel, reason: Disconnect, detail: str = "") -> None:
         self.metrics.http_disconnects.labels(reason).inc()
         peer = channel.ip or "a local socket"
         if reason is Disconnect.IDLE:
             log.debug("http %s: closed %s: idle for %g s (http.idle_timeout)", self.listener, peer, self.idle_timeout)
             return
-        if self._stalls.event(self.clock.seconds(), reason):
-            log.info("http %s: aborted the connection of %s: it took none of its output for %g s "
-                     "(http.write_timeout); further ones are summed up once a minute",
-                     self.listener, peer, self.write_timeout)
+        throttle = self._disconnects[reason]
+        if throttle.event(self.clock.seconds(), reason):
+            t = self.write_timeout if reason is Disconnect.WRITE_STALLED else self.request_timeout
+            log.info("http %s: %s; further ones are summed up once a minute", self.listener,
+                     _FIRST[reason].format(peer=peer, t=t, detail=detail))
         else:
-            self._later(self._stalls, logging.INFO, "aborted {n} more connection{s} whose peer stopped reading")
+            self._later(throttle, logging.INFO, _SUM[reason])
 
     # -- rationed log lines --------------------------------------------------------------
     def _later(self, throttle: LogThrottle, level: int, text: str) -> None:
@@ -197,6 +224,8 @@ class BoundedChannel(HTTPChannel):
     _stall_call = None
     _mark = 0
     _quiet = 0
+    _answering = False  # a request has arrived whole and its requestDone has not run yet
+    _request_call = None  # the deadline of the request arriving
 
     def connectionMade(self):
         super().connectionMade()
@@ -224,13 +253,54 @@ class BoundedChannel(HTTPChannel):
         super().resumeProducing()
         held, self._held = self._held, None
         if held is not None:
-            super().requestDone(held)  # answers the pipelined requests already read, then reads on
+            self._done(held)  # answers the pipelined requests already read, then reads on
 
     def requestDone(self, request):
         if self._paused and self.persistent:
             self._held = request  # the next pipelined request waits for the peer to read
             return
+        self._done(request)
+
+    def _done(self, request):
+        self._answering = False
         super().requestDone(request)
+
+    # -- a request arriving ----------------------------------------------------------------
+    def dataReceived(self, data):
+        # bytes while no request is being answered are (part of) the next one:
+        # it has request_timeout from here to arrive whole (pipelined bytes
+        # read while one is answered are looked at again once it is done)
+        if self._request_call is None and not self._answering and data:
+            self._request_call = self.callLater(self.bounds.request_timeout, self._request_too_slow)
+        super().dataReceived(data)
+
+    def allHeadersReceived(self):
+        request = self.requests[-1]
+        chunked = request.requestHeaders.hasHeader(b"transfer-encoding")
+        if body_refused(self.length, chunked):
+            self._cancel_request_deadline()
+            self.bounds.disconnected(self, Disconnect.BODY_TOO_LARGE,
+                                     "chunked encoding" if chunked else f"{self.length} bytes")
+            self.transport.write(TOO_LARGE)
+            self.loseConnection()  # stops reading: the body is never read
+            return
+        super().allHeadersReceived()
+
+    def allContentReceived(self):
+        self._cancel_request_deadline()
+        self._answering = True
+        super().allContentReceived()
+
+    def _request_too_slow(self):
+        self._request_call = None
+        self.bounds.disconnected(self, Disconnect.REQUEST_TIMEOUT)
+        self.loseConnection()
+
+    def _cancel_request_deadline(self):
+        if self._request_call is not None:
+            if self._request_call.active():
+                self._request_call.cancel()
+            self._request_call = None
 
     # -- write stall -----------------------------------------------------------------------
     # Backed-up output is looked at every write_timeout / STALL_CHECKS
@@ -275,6 +345,7 @@ class BoundedChannel(HTTPChannel):
 
     def connectionLost(self, reason):
         self._unwatch()
+        self._cancel_request_deadline()
         self._held = None
         super().connectionLost(reason)
         self.bounds.closed(self)

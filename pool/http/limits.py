@@ -17,6 +17,19 @@ class Refusal(StrEnum):
 class Disconnect(StrEnum):
     IDLE = "idle-timeout"  # no request for http.idle_timeout, nothing being answered
     WRITE_STALLED = "write-stalled"  # backed-up output the peer took none of for http.write_timeout
+    REQUEST_TIMEOUT = "request-timeout"  # a request still arriving http.request_timeout after its first byte
+    BODY_TOO_LARGE = "body-too-large"  # a request body over MAX_REQUEST_BODY, or chunked
+
+
+# The API is read-only (GET, HEAD, OPTIONS): no request needs a body. A
+# bigger one is refused before it is read (twisted.web would spool it to a
+# temporary file, however large, before the handler could answer 405).
+MAX_REQUEST_BODY = 65536
+
+
+def body_refused(content_length: int | None, chunked: bool) -> bool:
+    """Whether a request announcing this body is refused unread."""
+    return chunked or (content_length or 0) > MAX_REQUEST_BODY
 
 
 def peer_ip(host: object) -> str | None:

@@ -275,6 +275,53 @@ def test_a_reader_that_stops_is_aborted_and_a_slow_steady_one_is_not(server, fig
             stopper_held_bytes=held, peer_saw=seen)
 
 
+# -- requests trickled in, request bodies ------------------------------------------------------------
+def test_a_trickled_request_is_closed_and_a_large_body_is_refused_unread(server, figures):
+    srv = server(http={"request_timeout": 1.0, "idle_timeout": 5.0})
+    base = srv.stats()
+    # a byte every 0.2 s: the idle timeout (5 s) never fires
+    s = client(srv.port)
+    s.settimeout(0.2)
+    t0, end = time.monotonic(), "open"
+    for b in APP_JS * 10:
+        try:
+            s.send(bytes([b]))
+            if s.recv(100) == b"":
+                end = "eof"
+                break
+        except TimeoutError:
+            pass
+        except (ConnectionResetError, BrokenPipeError):
+            end = "reset"
+            break
+        if time.monotonic() - t0 > 10:
+            break
+    trickle_closed = time.monotonic() - t0
+    s.close()
+    assert end == "eof" and trickle_closed < 1.0 + 3.0, (end, trickle_closed)
+    # a 50 MB body for a read-only API: 413 after the headers, the body never read
+    body = 50 << 20
+    b = client(srv.port)
+    b.sendall(b"POST /api/v1/pool HTTP/1.1\r\nHost: pool\r\nContent-Length: %d\r\n\r\n" % body)
+    b.settimeout(5)
+    sent, t0 = 0, time.monotonic()
+    try:
+        while sent < body:
+            sent += b.send(b"z" * BUFFER)
+    except (ConnectionResetError, BrokenPipeError, TimeoutError):
+        pass
+    got, how = drain(b, 2.0)
+    b.close()
+    st, _ = srv.wait_stats(lambda st: st["connections"] == 0, timeout=5)
+    assert st["disconnects"] == {"reason=request-timeout": 1.0, "reason=body-too-large": 1.0}, st
+    assert sent < body  # the server stopped reading: the client could not send it all
+    assert got.startswith(b"HTTP/1.1 413") or how == "reset", (got[:40], how)
+    assert st["fds"] == base["fds"] and st["rss"] - base["rss"] < 8 << 20
+    figures("http trickle and body", trickle_closed_after_s=round(trickle_closed, 2), body_bytes_offered=body,
+            body_bytes_client_could_send=sent, body_peer_saw="413" if got.startswith(b"HTTP/1.1 413") else how,
+            rss_growth_bytes=st["rss"] - base["rss"], cpu_s=round(st["cpu"] - base["cpu"], 3))
+
+
 # -- idle keep-alive connections --------------------------------------------------------------------
 def test_idle_connections_are_capped_and_closed_and_a_normal_client_still_gets_pages(server, figures):
     per_ip, total = 50, (1000 if full() else 200)

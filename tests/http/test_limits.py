@@ -34,7 +34,7 @@ class Pipe(StringTransport):
     """A TCP transport as Twisted's FileDescriptor behaves: output over
     ``bufferSize`` pauses the registered streaming producer on every write,
     and it is resumed once the peer has taken all of it; reading stops while
-    the transport is paused (``send`` data waits in ``inbox``). ``take`` is
+    the transport is paused or closing (``send`` data waits in ``inbox``). ``take`` is
     the peer reading; ``taken`` what the kernel would say it acknowledged."""
 
     bufferSize = BUFFER
@@ -68,7 +68,7 @@ class Pipe(StringTransport):
         self.deliver()
 
     def deliver(self) -> None:
-        while self.inbox and self.producerState == "producing" and not self.closed:
+        while self.inbox and self.producerState == "producing" and not self.closed and not self.disconnecting:
             chunk, self.inbox = self.inbox[:65536], self.inbox[65536:]
             self.protocol.dataReceived(chunk)
 
@@ -113,6 +113,10 @@ class Page(Resource):
     def render_GET(self, request):
         request.setHeader(b"Content-Type", b"text/plain")
         return self.body
+
+    def render_POST(self, request):
+        request.setResponseCode(405)
+        return b"read-only"
 
 
 def resource() -> Resource:
@@ -322,6 +326,76 @@ def test_the_idle_clock_does_not_run_while_output_waits_for_the_peer():
     assert sample(metrics, "hashcoop_http_disconnects_total", reason="idle-timeout") == 0
 
 
+# -- requests arriving ------------------------------------------------------------------------
+def test_a_request_trickled_in_is_closed_at_request_timeout(caplog):
+    s, clock, metrics = site(idle_timeout=15, request_timeout=30)
+    pipe = connect(s)
+    with caplog.at_level(logging.INFO, logger="hashcoop.http"):
+        for b in GET[:-2]:  # a byte every 5 s: the idle timeout never fires
+            pipe.send(bytes([b]))
+            run(clock, 5)
+            if pipe.closed:
+                break
+    assert pipe.closed == "closed" and 29 <= clock.seconds() <= 35
+    assert sample(metrics, "hashcoop_http_disconnects_total", reason="request-timeout") == 1
+    assert sample(metrics, "hashcoop_http_disconnects_total", reason="idle-timeout") == 0
+    assert "its request was still arriving after 30 s (http.request_timeout)" in caplog.text
+
+
+def test_each_request_has_its_own_deadline_on_a_keep_alive_connection():
+    s, clock, metrics = site(idle_timeout=15, request_timeout=30)
+    pipe = connect(s)
+    for _ in range(6):  # a request every 10 s for a minute, each arriving in two halves 8 s apart
+        pipe.send(GET[:10])
+        run(clock, 8)
+        pipe.send(GET[10:])
+        assert responses(pipe.take()) == 1
+        run(clock, 2)
+    assert pipe.closed is None
+    run(clock, 16)
+    assert pipe.closed == "closed"  # then idle
+    assert sample(metrics, "hashcoop_http_disconnects_total", reason="idle-timeout") == 1
+
+
+def test_pipelined_requests_waiting_for_a_slow_reader_are_not_a_slow_request():
+    s, clock, metrics = site(request_timeout=30, write_timeout=30)
+    pipe = connect(s)
+    pipe.send(GET * 5)
+    got = b""
+    for _ in range(200):  # 500 B every 10 s: the pipelined requests wait for minutes, not the client
+        run(clock, 10)
+        got += pipe.take(500)
+        if responses(got) == 5 and not pipe.value():
+            break
+    assert responses(got) == 5 and pipe.closed is None
+    assert sample(metrics, "hashcoop_http_disconnects_total", reason="request-timeout") == 0
+
+
+@pytest.mark.parametrize("headers, detail", [
+    (b"Content-Length: 10000000\r\n", "10000000 bytes"),
+    (b"Transfer-Encoding: chunked\r\n", "chunked encoding"),
+])
+def test_a_request_body_is_refused_unread(headers, detail, caplog):
+    s, clock, metrics = site()
+    pipe = connect(s)
+    with caplog.at_level(logging.INFO, logger="hashcoop.http"):
+        pipe.send(b"POST /page HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n" + b"z" * 100_000)
+    assert pipe.value().startswith(b"HTTP/1.1 413 Content Too Large\r\n") and pipe.disconnecting
+    assert len(pipe.inbox) > 30_000  # the rest of the body was never read
+    assert sample(metrics, "hashcoop_http_disconnects_total", reason="body-too-large") == 1
+    assert f"with a body of {detail}" in caplog.text
+    pipe.take()
+    assert pipe.closed == "closed" and not s.bounds.channels
+
+
+def test_a_small_body_is_read_and_answered():
+    s, clock, metrics = site()
+    pipe = connect(s)
+    pipe.send(b"POST /page HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+    assert pipe.value().startswith(b"HTTP/1.1 405")  # the resource's answer: no POST here
+    assert sample(metrics, "hashcoop_http_disconnects_total", reason="body-too-large") == 0
+
+
 # -- admission ---------------------------------------------------------------------------------
 def test_connections_beyond_the_per_ip_cap_are_refused_with_a_503():
     s, clock, metrics = site(max_connections_per_ip=3, max_connections=10)
@@ -414,5 +488,5 @@ def test_config_keys_and_their_errors():
 
 
 def test_disconnect_reasons_are_the_metric_labels():
-    assert [str(d) for d in Disconnect] == ["idle-timeout", "write-stalled"]
+    assert [str(d) for d in Disconnect] == ["idle-timeout", "write-stalled", "request-timeout", "body-too-large"]
     assert [str(r) for r in Refusal] == ["max-connections", "per-ip-limit"]
