@@ -244,6 +244,24 @@ class HttpSection(_Model):
     read_threads: int = Field(4, ge=1, le=64, description="threads for blocking reads (Redis, ledger)")
     max_pending_reads: int = Field(64, ge=1, le=10_000, description="reads queued beyond this are refused with 503 (protects Redis)")
     refresh_seconds: float = Field(10.0, ge=1, le=3600, description="how often dashboard pages update themselves")
+    idle_timeout: float = Field(15.0, gt=0, le=3600, description="seconds a connection may go without a request while nothing is being answered (idle keep-alive) before it is closed")
+    request_timeout: float = Field(30.0, gt=0, le=3600, description="seconds a request may take to arrive, from its first byte to its last (a client trickling its headers is closed)")
+    write_timeout: float = Field(30.0, gt=0, le=3600, description="seconds a connection's backed-up output may go without the peer taking any of it before the connection is aborted (a client that stopped reading)")
+    max_connections: int = Field(1000, ge=1, le=1_000_000, description="open connections per listener (listen and operator_listen each); new ones beyond are refused")
+    max_connections_per_ip: int = Field(50, ge=1, le=1_000_000, description="open connections from one peer IP per listener; new ones beyond are refused")
+    connection_limit_exempt: list[str] = Field(default_factory=list, description="networks (CIDR) without the per-IP cap, e.g. a reverse proxy in front of the public listener (max_connections still applies)")
+
+    @field_validator("connection_limit_exempt")
+    @classmethod
+    def _exempt(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        for n in v:
+            try:
+                ipaddress.ip_network(n, strict=False)
+            except ValueError:
+                raise ValueError(f"{n!r} is not a network (CIDR)") from None
+        return v
 
     @field_validator("listen", "operator_listen")
     @classmethod

@@ -170,6 +170,21 @@ class Metrics:
         self.journal_replayed_batches = Counter(
             "hashcoop_journal_replayed_batches_total", "Batches found in the journal at start and replayed", registry=r
         )
+        # HTTP side: connections and their bounds (pool/http/bounds.py)
+        self.http_connections = Gauge("hashcoop_http_connections", "Open HTTP connections, by listener (public, operator)",
+                                      ["listener"], registry=r)
+        self.http_connections_refused = Counter(
+            "hashcoop_http_connections_refused_total",
+            "HTTP connections refused at once (503), by reason: max-connections (http.max_connections open on the "
+            "listener), per-ip-limit (http.max_connections_per_ip open from the peer's IP)", ["reason"], registry=r,
+        )
+        self.http_disconnects = Counter(
+            "hashcoop_http_disconnects_total",
+            "HTTP connections the pool closed, by reason: idle-timeout (no request for http.idle_timeout), write-stalled "
+            "(backed-up output the peer took none of for http.write_timeout: aborted), request-timeout (a request still "
+            "arriving after http.request_timeout), body-too-large (a request body over 64 KiB or chunked: 413, unread)",
+            ["reason"], registry=r,
+        )
         self.per_worker = False  # enable_per_worker() adds the worker_* counters
 
     # -- opt-in, unbounded labels --------------------------------------------------

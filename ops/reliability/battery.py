@@ -20,6 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # tests/realnode/test_payout_crash.py runs on Bitcoin Core ($BITCOIND; skipped without it)
 DEFAULT_PATHS = ("tests/payouts/test_simulation.py", "tests/hostile", "tests/stratum/test_flood_policy.py", "tests/payouts/test_crash.py",
                  "tests/realnode/test_payout_crash.py")
+# issue 14, the HTTP side's bounds
+DEFAULT_PATHS += ("tests/http/test_bounds.py", "tests/http/test_limits.py")
 
 # The cases of issue 8 and the tests that check them (substrings of the
 # JUnit test ids); the report lists each case's tests, outcomes, printed
@@ -44,6 +46,17 @@ CASES = {
     "ledger stopped, payout killed": ["test_crash.py::", "test_payout_crash.py::", "test_faults_ledger.py::", "test_faults_payout"],
     "block withholding": ["test_withholding"],
     "pool hopping": ["test_simulation.py::"],
+    # issue 14, the HTTP side
+    "HTTP pipelined, never reads": ["test_pipelined_requests_from_a_client_that_never_reads", "test_cpu_per_megabyte_of_pipelined",
+                                    "test_plain_twisted_answers_every", "test_pipelined_requests_wait", "test_small_pipelined",
+                                    "test_every_pipelined_request"],
+    "HTTP slow readers": ["test_a_reader_that_stops", "test_a_peer_that_stops_reading", "test_many_stalled_peers",
+                          "test_a_slow_steady_reader", "test_a_response_still_being_written", "test_the_idle_clock_does_not_run"],
+    "HTTP trickled requests and bodies": ["test_a_trickled_request", "test_a_request_trickled_in", "test_each_request_has_its_own",
+                                         "test_pipelined_requests_waiting_for_a_slow_reader", "test_a_request_body_is_refused",
+                                         "test_a_small_body"],
+    "HTTP idle connections": ["test_idle_connections_are_capped", "test_idle_keep_alive_connections", "test_connections_beyond",
+                              "test_refusals_get_one_log_line", "test_a_unix_socket_peer"],
 }
 
 

@@ -10,9 +10,9 @@ from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
 from twisted.python.threadpool import ThreadPool
-from twisted.web.server import Site
 
 from .api import App, Root
+from .bounds import Bounds, BoundedSite
 from .live import Live
 from .reads import Reads
 from .sinks import MetricsSink
@@ -20,13 +20,6 @@ from .sinks import MetricsSink
 log = logging.getLogger("hashcoop.http")
 
 STATIC_DIR = Path(__file__).parent / "static"
-
-
-class QuietSite(Site):
-    """No access log line per request (a dashboard polls)."""
-
-    def log(self, request):
-        pass
 
 
 class HttpService(Service):
@@ -39,6 +32,7 @@ class HttpService(Service):
         self.threadpool = threadpool
         self.extra = list(extra_services)
         self.ports: dict[str, object] = {}  # "public" / "operator" -> IListeningPort
+        self.sites: dict[str, BoundedSite] = {}  # "public" / "operator" -> its Site (connections, bounds)
 
     def startService(self):
         super().startService()
@@ -50,7 +44,8 @@ class HttpService(Service):
         for which, endpoint, operator in (("public", h.listen, False), ("operator", h.operator_listen, True)):
             if not endpoint:
                 continue
-            site = QuietSite(Root(self.app, operator))
+            site = BoundedSite(Root(self.app, operator), Bounds(which, h, self.app.metrics, self.reactor))
+            self.sites[which] = site
             d = serverFromString(self.reactor, endpoint).listen(site)
             d.addCallback(self._listening, which, endpoint)
             ds.append(d)

@@ -64,6 +64,8 @@ def test_a_mining_run_moves_every_metric(rig):
         "redis up": total(m, "hashcoop_redis_up") == 1,
         "shares buffered": present(m, "hashcoop_shares_buffered"),
         "shares spilled": present(m, "hashcoop_shares_spilled_total"),
+        # HTTP side: the scrape's own connection is open on the operator listener
+        "http connections": total(m, "hashcoop_http_connections", listener="operator") >= 1,
         # per-worker labels (enabled in this rig's config)
         "per-worker accepted": total(m, "hashcoop_worker_shares_accepted_total", address=A, worker="rig1") > 0,
         "per-worker rejected": total(m, "hashcoop_worker_shares_rejected_total", address=B, worker="probe",
