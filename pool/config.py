@@ -13,6 +13,7 @@ they parse as one (numbers, booleans, arrays), otherwise as strings::
 """
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -91,6 +92,16 @@ class PortSection(_Model):
         return v
 
 
+def _networks(v: list[str]) -> list[str]:
+    """A list of networks in CIDR notation (``connection_limit_exempt``)."""
+    for n in v:
+        try:
+            ipaddress.ip_network(n, strict=False)
+        except ValueError:
+            raise ValueError(f"{n!r} is not a network (CIDR)") from None
+    return v
+
+
 class FloodSection(_Model):
     """Escalating treatment of connections that send mostly invalid shares (see stratum/flood.py)."""
 
@@ -139,14 +150,7 @@ class StratumSection(_Model):
     @field_validator("connection_limit_exempt")
     @classmethod
     def _cidrs(cls, v: list[str]) -> list[str]:
-        import ipaddress
-
-        for n in v:
-            try:
-                ipaddress.ip_network(n, strict=False)
-            except ValueError:
-                raise ValueError(f"{n!r} is not a network (CIDR)") from None
-        return v
+        return _networks(v)
 
     @field_validator("version_rolling_mask")
     @classmethod
@@ -254,14 +258,7 @@ class HttpSection(_Model):
     @field_validator("connection_limit_exempt")
     @classmethod
     def _exempt(cls, v: list[str]) -> list[str]:
-        import ipaddress
-
-        for n in v:
-            try:
-                ipaddress.ip_network(n, strict=False)
-            except ValueError:
-                raise ValueError(f"{n!r} is not a network (CIDR)") from None
-        return v
+        return _networks(v)
 
     @field_validator("listen", "operator_listen")
     @classmethod
