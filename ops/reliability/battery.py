@@ -20,8 +20,9 @@ ROOT = Path(__file__).resolve().parents[2]
 # tests/realnode/test_payout_crash.py runs on Bitcoin Core ($BITCOIND; skipped without it)
 DEFAULT_PATHS = ("tests/payouts/test_simulation.py", "tests/hostile", "tests/stratum/test_flood_policy.py", "tests/payouts/test_crash.py",
                  "tests/realnode/test_payout_crash.py")
-# issue 14, the HTTP side's bounds
-DEFAULT_PATHS += ("tests/http/test_bounds.py", "tests/http/test_limits.py")
+# issue 14: the Stratum side's bounds on a clock (tests/hostile has them on real sockets), the HTTP side's
+DEFAULT_PATHS += ("tests/stratum/test_backpressure.py", "tests/stratum/test_request_budget.py",
+                  "tests/http/test_bounds.py", "tests/http/test_limits.py")
 
 # The cases of issue 8 and the tests that check them (substrings of the
 # JUnit test ids); the report lists each case's tests, outcomes, printed
@@ -46,6 +47,13 @@ CASES = {
     "ledger stopped, payout killed": ["test_crash.py::", "test_payout_crash.py::", "test_faults_ledger.py::", "test_faults_payout"],
     "block withholding": ["test_withholding"],
     "pool hopping": ["test_simulation.py::"],
+    # issue 14, the Stratum side
+    "Stratum cost per byte": ["test_every_input_class_costs_little_per_byte", "test_with_the_default_budgets_every_class"],
+    "Stratum peer that never reads": ["test_a_peer_that_never_reads", "tests/stratum/test_backpressure.py::",
+                                      "test_backpressure.py::test_a_peer_that_does_not_read", "test_output_"],
+    "Stratum graceful close": ["test_a_share_followed_by_garbage", "test_bad_input_after_a_share", "test_a_closed_connection"],
+    "Stratum request budget": ["test_request_budget.py::"],
+    "Stratum ten hostile peers": ["test_ten_hostile_peers"],
     # issue 14, the HTTP side
     "HTTP pipelined, never reads": ["test_pipelined_requests_from_a_client_that_never_reads", "test_cpu_per_megabyte_of_pipelined",
                                     "test_plain_twisted_answers_every", "test_pipelined_requests_wait", "test_small_pipelined",
