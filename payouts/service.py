@@ -219,7 +219,7 @@ class PayoutEngine:
                 await self.db(self.ledger.record_check, b["hash"], "orphaned", 0, d.reason)
                 done["orphan"] += 1
             elif d.action == "revive":
-                log.warning("block %d %s is back in the main chain (%d confirmations)", b["height"], b["hash"], d.confirmations)
+                log.info("block %d %s is back in the main chain (%d confirmations)", b["height"], b["hash"], d.confirmations)
                 await self.db(self.ledger.record_check, b["hash"], "pending", d.confirmations, d.reason)
                 done["revive"] += 1
         return done
@@ -519,7 +519,7 @@ class PayoutService(Service):
         try:
             got = await self._acquire()
             if self._ledger_down_since is not None:  # the ledger answered
-                log.warning("ledger available again after %.0f s", time.monotonic() - self._ledger_down_since)
+                log.info("ledger available again after %.0f s", time.monotonic() - self._ledger_down_since)
                 self._ledger_down_since = None
             if not got:
                 code = 3

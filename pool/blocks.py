@@ -158,7 +158,7 @@ class BlockSubmitter(Service):
         t = TrackedBlock(found, delay=self.retry_min)
         self.blocks[found.hash] = t
         self._update_gauge()
-        log.warning("submitting block %d %s to %d node(s)", found.height, found.hash, len(self.nodes.names))
+        log.info("submitting block %d %s to %d node(s)", found.height, found.hash, len(self.nodes.names))
         return self._start_round(t)
 
     def record_stale(self, found: BlockFound, reason: str) -> None:
@@ -275,7 +275,7 @@ class BlockSubmitter(Service):
         elif outcome == "unknown":
             log.warning("block %s: no verdict from %s yet (%s)", t.hash, name, verdict_text(verdict))
         else:
-            log.warning("block %s accepted by %s%s", t.hash, name, " (duplicate)" if verdict == "duplicate" else "")
+            log.info("block %s accepted by %s%s", t.hash, name, " (duplicate)" if verdict == "duplicate" else "")
 
     async def _chain_round(self, t: TrackedBlock) -> bool:
         """Is the block at its height on the main chain? True if a node answered."""
@@ -444,7 +444,7 @@ class BlockSubmitter(Service):
         waiting = [t for t in self.blocks.values() if not t.final and t.status == "pending" and not t.in_round]
         if not waiting:
             return
-        log.warning("node %s answers again: submitting %d pending block(s) now", name, len(waiting))
+        log.info("node %s answers again: submitting %d pending block(s) now", name, len(waiting))
         for t in waiting:
             self._cancel(t)
             t.delay = self.retry_min
@@ -456,7 +456,7 @@ class BlockSubmitter(Service):
             self.nodes.on_node_up(self._node_up)
             self._listening = True
         for t in self.load_journal():
-            log.warning("resuming block %d %s (%s) from the journal", t.found.height, t.hash, t.status)
+            log.info("resuming block %d %s (%s) from the journal", t.found.height, t.hash, t.status)
         for t in list(self.blocks.values()):  # also those of an earlier start/stop
             if not t.final and t.call is None and t.inflight is None:
                 self._start_round(t)

@@ -177,7 +177,7 @@ class LoggingSink:
             self.log.debug("share rejected %s.%s reason=%s job=%s ip=%s", ev.address, ev.worker, ev.reason, ev.job_id, ev.ip)
 
     def block_found(self, ev: BlockFound) -> None:
-        self.log.warning("BLOCK FOUND height=%d hash=%s by %s.%s reward=%d sat (share difficulty %.4g, network %.4g)",
+        self.log.info("BLOCK FOUND height=%d hash=%s by %s.%s reward=%d sat (share difficulty %.4g, network %.4g)",
                          ev.height, ev.hash, ev.address, ev.worker, ev.reward, ev.share_difficulty, ev.network_difficulty)
 
     def block_status(self, ev: BlockStatus) -> None:

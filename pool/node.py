@@ -121,7 +121,7 @@ class NodeSet(Service):
             return
         self._healthy[name] = ok
         if ok:
-            log.warning("node %s is usable again", name)
+            log.info("node %s is usable again", name)
             for listener in list(self._up_listeners):
                 try:
                     listener(name)

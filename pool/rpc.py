@@ -383,7 +383,7 @@ class NodeClient:
         if answered != self.up:
             if answered:
                 if self.up is False:
-                    log.warning("%s: node answers again", self.name)
+                    log.info("%s: node answers again", self.name)
             else:
                 log.warning("%s: node unreachable: %s", self.name, err)
         self.up = answered

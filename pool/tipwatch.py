@@ -114,7 +114,7 @@ class LongPoller(_Loop):
     def _got(self, tpl, sent: str | None) -> None:
         self._inflight = None
         if self._failing:
-            log.warning("longpoll on %s works again", self.node_name)
+            log.info("longpoll on %s works again", self.node_name)
             self._failing = False
         self._delay = self.retry_min
         if tpl.longpollid is None:
@@ -273,7 +273,7 @@ class ZMQHashblock:
             if self.connections == 1:
                 log.info("%s connected to %s", self.name, self.endpoint)
             else:
-                log.warning("%s connected to %s again; fetching a template in case a block went by", self.name, self.endpoint)
+                log.info("%s connected to %s again; fetching a template in case a block went by", self.name, self.endpoint)
             # Blocks published before the subscription was live are lost:
             # let the pool look for itself.
             _call_hint(self.hint, None, self.name)
@@ -488,7 +488,7 @@ class BestHashPoller(_Loop):
 
     def _got(self, blockhash) -> None:
         if self._failing:
-            log.warning("getbestblockhash answers again")
+            log.info("getbestblockhash answers again")
             self._failing = False
         if isinstance(blockhash, str) and HASH_RE.fullmatch(blockhash):
             blockhash = blockhash.lower()

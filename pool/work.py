@@ -237,7 +237,7 @@ class WorkSource(Service):
         self._fetching = None
         self._retry_delay = self.retry_min
         if self._down:
-            log.warning("templates again, from %s (height %d)", tpl.node, tpl.height)
+            log.info("templates again, from %s (height %d)", tpl.node, tpl.height)
             self._down = False
         if self._refresh_due:
             self._refresh_due = False

@@ -223,7 +223,7 @@ class StratumServer(Service):
                 return "stale-template"
             if self._refusing_stale:
                 self._refusing_stale = False
-                log.warning("the template is fresh again: new miners are admitted")
+                log.info("the template is fresh again: new miners are admitted")
         self.per_ip[ip] += 1
         return None
 

@@ -289,7 +289,7 @@ class AccountingService(Service):
             self._log_spill(r.spilled)
         elif self._spilling and r.journal_only == 0 and not any(i.batch is None for i in self._journaled):
             self._spilling = False
-            log.warning("share buffer: the accepted shares held in the journal file only are all in Redis now (%d spilled)",
+            log.info("share buffer: the accepted shares held in the journal file only are all in Redis now (%d spilled)",
                         self._spilled_episode)
         for h in r.snapshots:
             log.info("PPLNS window snapshot taken for block %s", h)
@@ -302,7 +302,7 @@ class AccountingService(Service):
             log.warning("Redis still unreachable after %ds (%s): %d accepted shares buffered, %d of them in the journal only",
                         now - self._down_since, r.error or "no attempt yet", self.buffered(), r.journal_only)
         if r.came_up:
-            log.warning("Redis reachable again after %ds: writing buffered shares (%d still queued)",
+            log.info("Redis reachable again after %ds: writing buffered shares (%d still queued)",
                         now - (self._down_since or now), r.queued_shares)
             self._down_since = None
 

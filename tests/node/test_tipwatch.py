@@ -366,6 +366,8 @@ class LogRecords(logging.Handler):
         super().__init__(logging.DEBUG)
         self.records: list[logging.LogRecord] = []
         self.logger = logging.getLogger(name)
+        self.level = self.logger.level
+        self.logger.setLevel(logging.DEBUG)  # INFO lines too (a recovery is logged at INFO)
         self.logger.addHandler(self)
 
     def emit(self, record):
@@ -376,6 +378,7 @@ class LogRecords(logging.Handler):
 
     def close(self):
         self.logger.removeHandler(self)
+        self.logger.setLevel(self.level)
         super().close()
 
 

@@ -106,7 +106,7 @@ class Phases:
         on it (the template fetch that had to get past node-a; miners work
         on the block at once meanwhile, on the pool's empty template)."""
         text = self.log()
-        found = re.search(r"^(\S+ \S+) WARNING hashcoop.shares: BLOCK FOUND height=\d+ hash=(\w+)", text, re.M)
+        found = re.search(r"^(\S+ \S+) INFO hashcoop.shares: BLOCK FOUND height=\d+ hash=(\w+)", text, re.M)
         if not found:
             return None
         tip = re.search(rf"^(\S+ \S+) INFO hashcoop.work: (new tip|own block) {found[2]}.*template from", text, re.M)

@@ -1,6 +1,7 @@
 """Protocol tests: every Stratum method and every reject reason, with
 StringTransport and a memory reactor clock."""
 import json
+import logging
 
 import orjson
 import pytest
@@ -472,6 +473,7 @@ def test_every_job_id_is_distinct_work():
 
 
 def test_new_miners_refused_while_the_template_is_too_old(caplog):
+    caplog.set_level(logging.INFO, logger="hashcoop.stratum")
     h = Harness(config(max_template_age=120))
 
     class Work:
