@@ -311,15 +311,6 @@ class Ledger:
             rows = c.execute(select(Payment.__table__).where(Payment.status.in_(("intent", "signed", "sent"))).order_by(Payment.id)).all()
             return [_row(r) for r in rows]
 
-    def payment(self, payment_id: int) -> dict | None:
-        with self.engine.connect() as c:
-            r = c.execute(select(Payment.__table__).where(Payment.id == payment_id)).first()
-            if r is None:
-                return None
-            d = _row(r)
-            d["outputs"] = [_row(o) for o in c.execute(select(PaymentOutput.__table__).where(PaymentOutput.payment_id == payment_id).order_by(PaymentOutput.id))]
-            return d
-
     def create_intent(self, payees: Sequence[Payee], fee_payer: str) -> int:
         """Step 1: record what is about to be paid. Refused while another
         payment is an intent or signed but not yet sent (so the wallet's

@@ -71,7 +71,3 @@ def decide(status: str, block_hash: str, height: int, view: NodeView, maturity_d
         return Decision("stay", 0)
     raise ValueError(f"unknown block status {status!r}")
 
-
-def recheck_orphan(height: int, tip_height: int, recheck_depth: int) -> bool:
-    """Whether an orphaned block is still worth asking about."""
-    return tip_height - height < recheck_depth

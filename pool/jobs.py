@@ -20,7 +20,7 @@ from typing import Callable
 
 import orjson
 
-from .btc.block import build_header, coinbase_with_witness, serialize_block
+from .btc.block import coinbase_with_witness, serialize_block
 from .btc.hashing import merkle_branch
 from .btc.target import bits_difficulty
 from .coinbase import CoinbaseParts, build_coinbase
@@ -138,9 +138,6 @@ class Job:
         witnesses, then every template transaction."""
         cb = coinbase_with_witness(coinbase) if self.template.witness_commitment else coinbase
         return serialize_block(header, [cb, *(t.data for t in self.template.transactions)])
-
-    def header(self, merkle_root: bytes, ntime: int, nonce: int, version: int) -> bytes:
-        return build_header(version, self.prevhash, merkle_root, ntime, self.bits, nonce)
 
 
 class JobManager:
@@ -274,9 +271,3 @@ class JobManager:
         ``stale_grace`` seconds ago, whose duplicate keys are kept."""
         return (job.prevhash == self.replaced_prevhash and job.seen is not None
                 and self.now() - self.replaced_at <= self.stale_grace)
-
-    def is_stale(self, job: Job) -> bool:
-        """Replaced by a new tip: on another previous block, or retired by a
-        tip change even though the chain came back to its previous block
-        (its shares could no longer be told from duplicates)."""
-        return job.seen is None or job.prevhash != self.prevhash

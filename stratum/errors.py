@@ -25,7 +25,3 @@ ERRORS: dict[str, tuple[int, str]] = {
 # The error member of a reply, pre-serialised: `[code,"message",null]`.
 ERROR_JSON: dict[str, bytes] = {r: orjson.dumps([c, m, None]) for r, (c, m) in ERRORS.items()}
 
-
-def error_for(reason: str) -> list:
-    code, message = ERRORS[reason]
-    return [code, message, None]

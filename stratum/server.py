@@ -190,9 +190,6 @@ class StratumServer(Service):
         return self.clock.seconds()
 
     # -- connection admission -----------------------------------------------
-    def admit(self, ip: str) -> bool:
-        return self.refusal(ip) is None
-
     def refusal(self, ip: str) -> str | None:
         """None when a new connection from ``ip`` may start a session (it is
         then counted), else the reason it is refused (logged, counted)."""
@@ -380,9 +377,6 @@ class StratumServer(Service):
     # -- shared state for sessions -------------------------------------------
     def allocate_extranonce1(self) -> bytes:
         return self.extranonce.allocate()
-
-    def valid_address(self, address: str) -> bool:
-        return self.shared_address(address) is not None
 
     def shared_address(self, address: str) -> str | None:
         """``address`` if it is valid on this network, else None; the string

@@ -48,12 +48,6 @@ def difficulty_to_target(difficulty: float) -> int:
     return min(target, MAX_TARGET)
 
 
-def target_to_difficulty(target: int) -> float:
-    if target <= 0:
-        raise ValueError("target must be positive")
-    return DIFF1_TARGET / target
-
-
 def hash_difficulty(hash_int: int) -> float:
     """The difficulty a header hash achieved (what 'best share' shows)."""
     return DIFF1_TARGET / hash_int if hash_int else float("inf")

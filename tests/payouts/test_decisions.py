@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from payouts.maturity import NodeView, decide, recheck_orphan
+from payouts.maturity import NodeView, decide
 from payouts.payments import Payee, TxView, check_funded, fee_shares, plan_batches, reconcile
 
 H, OTHER = "aa" * 32, "bb" * 32
@@ -30,7 +30,6 @@ def test_credit_at_depth_101_exactly():
     assert decide("pending", H, 200, NodeView(300, H)).action == "credit"  # 101
     with pytest.raises(ValueError):
         decide("pending", H, 200, NodeView(300, H), maturity_depth=100)
-    assert recheck_orphan(200, 1199, 1000) and not recheck_orphan(200, 1200, 1000)
 
 
 def test_batches_largest_first_without_small_ones():

@@ -11,6 +11,7 @@ import pytest
 import dataclasses
 
 from pool.btc.address import address_to_script, get_network
+from pool.btc.block import build_header
 from pool.btc.hashing import fold_branch, hex_to_hash, sha256d
 from pool.jobs import JobManager
 from pool.template import Template, successor
@@ -29,7 +30,7 @@ def proposal(node, tpl: Template, clock: float) -> str | None:
                       now=lambda: clock)
     job, _ = jobs.new_job(tpl, True)
     coinbase = job.coinb1 + bytes(8) + job.coinb2
-    header = job.header(fold_branch(sha256d(coinbase), job.branch), job.ntime, 0, job.version)
+    header = build_header(job.version, job.prevhash, fold_branch(sha256d(coinbase), job.branch), job.ntime, job.bits, 0)
     return node.rpc("getblocktemplate", {"mode": "proposal", "data": job.build_block(coinbase, header).hex()})
 
 
