@@ -58,10 +58,6 @@ class Settings:
                    window_margin=acct.window_margin, idle_expiry=acct.idle_expiry, max_blocks=acct.max_blocks)
 
 
-def _finite(x: float, fallback: float) -> float:
-    return x if math.isfinite(x) else fallback
-
-
 class _Agg:
     __slots__ = ("count", "diff", "tmin", "tmax", "best", "best_time", "best_hash", "best_addr", "best_worker", "buckets",
                  "expected", "blocks")
@@ -220,7 +216,7 @@ def _build_payload(batch: Batch, keys: Keys, st: Settings, prev: int) -> bytes:
         d = float(s.difficulty)
         sd = float(s.share_difficulty)
         if not isfinite(sd):
-            sd = max_float  # _finite()
+            sd = max_float  # an infinite share difficulty (a zero hash) is stored as the largest float
         t = float(s.time)
         h = s.hash
         if not (type(h) is str and h.isalnum() and len(h) <= 128):

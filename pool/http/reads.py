@@ -87,6 +87,3 @@ class Reads:
             if not w.called:
                 w.callback(result) if ok else w.errback(result)
         return None
-
-    def forget(self) -> None:
-        self._cache.clear()
