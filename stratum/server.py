@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections import Counter, OrderedDict, deque
+from collections import Counter, OrderedDict
 
 from twisted.application.service import Service
 from twisted.internet.posixbase import PosixReactorBase
@@ -42,6 +42,7 @@ from pool.jobs import JobManager
 from pool.shares import Reject, ShareResult, validate_share
 from pool.vardiff import Vardiff
 
+from .deadlines import DeadlineQueue
 from .extranonce import Extranonce1Allocator
 from .flood import BAN, DISCONNECT, NEW_WORK, OVERDRAWN, RATE, REQUESTS, BanList, FloodPolicy, RequestBudget
 from .protocol import StratumProtocol, unsent
@@ -136,8 +137,7 @@ class StratumServer(Service):
         self._addresses: dict[str, str | None] = {}  # address -> itself when valid, None when not
         self._texts: dict[str, str] = {}
         self.listeners: list = []
-        self._deadlines: dict[float, deque] = {}  # seconds -> FIFO of (due, session, reason)
-        self._deadline_call = None
+        self.deadlines = DeadlineQueue(self.clock, self._deadline_expired)  # the handshake's
         self._sweep_todo: list[MinerSession] = []
         self._sweep_slice = 1
         self._sweeper = LoopingCall(self._sweep)
@@ -172,9 +172,7 @@ class StratumServer(Service):
         super().stopService()
         if self._sweeper.running:
             self._sweeper.stop()
-        if self._deadline_call is not None and self._deadline_call.active():
-            self._deadline_call.cancel()
-        self._deadline_call = None
+        self.deadlines.stop()
         for s in list(self.sessions):
             s.proto.close("shutdown")
         from twisted.internet.defer import gatherResults, maybeDeferred
@@ -268,57 +266,16 @@ class StratumServer(Service):
 
     def set_deadline(self, s: MinerSession, seconds: float, reason: str) -> None:
         """Close ``s`` with ``reason`` unless the deadline is cleared or
-        replaced within ``seconds``. There is no timer per connection:
-        deadlines of one length fall due in the order they were set, so
-        each length keeps a FIFO, and one reactor call waits for the
-        earliest deadline of all."""
-        entry = (self.clock.seconds() + seconds, s, reason)
-        s.timer = entry
-        queue = self._deadlines.get(seconds)
-        if queue is None:
-            queue = self._deadlines[seconds] = deque()
-        queue.append(entry)
-        self._prune_deadlines()
-        self._arm_deadlines(entry[0])
+        replaced within ``seconds`` (``DeadlineQueue``: no timer per
+        connection)."""
+        self.deadlines.set(s, seconds, reason)
 
     def clear_deadline(self, s: MinerSession) -> None:
-        if s.timer is not None:
-            s.timer = None  # its queue entry is dropped when it comes up...
-            self._prune_deadlines()  # ...or now, if it is first: miners mostly finish their handshakes in order
+        self.deadlines.clear(s)
 
-    def _prune_deadlines(self) -> None:
-        for queue in self._deadlines.values():
-            while queue and queue[0][1].timer is not queue[0]:
-                queue.popleft()
-
-    def _arm_deadlines(self, when: float) -> None:
-        call = self._deadline_call
-        if call is not None and call.active():
-            if call.getTime() <= when:
-                return
-            call.cancel()
-        self._deadline_call = self.clock.callLater(max(0.0, when - self.clock.seconds()), self._deadlines_due)
-
-    def _deadlines_due(self) -> None:
-        self._deadline_call = None
-        now = self.clock.seconds() + 1e-9  # a deadline is due at its time, whatever the float rounding
-        later = None
-        for queue in self._deadlines.values():
-            while queue:
-                entry = queue[0]
-                s = entry[1]
-                if s.timer is not entry:  # cleared or replaced
-                    queue.popleft()
-                    continue
-                if entry[0] > now:
-                    later = entry[0] if later is None else min(later, entry[0])
-                    break
-                queue.popleft()
-                s.timer = None
-                log.info("closing %s: %s", s.ip, entry[2])
-                s.proto.close(entry[2])
-        if later is not None:
-            self._arm_deadlines(later)
+    def _deadline_expired(self, s: MinerSession, reason: str) -> None:
+        log.info("closing %s: %s", s.ip, reason)
+        s.proto.close(reason)
 
     def _sweep(self) -> None:
         """Idle check and vardiff tick for every ready session, at least once

@@ -1,8 +1,8 @@
 """One miner connection's state machine. No sockets here: the session writes
-through its protocol (``write``/``close``/``drop``) and asks its server for
-shared state (jobs, extranonce1, addresses, sink, metrics, clock).
+through its protocol (``write``/``close``) and asks its server for shared
+state (jobs, extranonce1, addresses, sink, metrics, clock).
 
-Difficulty bookkeeping: ``steps`` holds ``(job_seq, alias, difficulty,
+Difficulty bookkeeping: ``steps`` holds ``Step(seq, alias, difficulty,
 target)`` in the order they took effect. A job (or job alias, see
 ``pool.jobs``) is credited at the last step at or before it, which is the
 difficulty in force when that job was sent to this miner.
@@ -14,6 +14,7 @@ import math
 import re
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import NamedTuple
 
 import orjson
 
@@ -30,6 +31,15 @@ MAX_WORKERS_PER_CONNECTION = 64
 MAX_STEPS = 32
 _WORKER_OK = re.compile(r"[^A-Za-z0-9_\-]")
 _NEVER = float("-inf")
+
+
+class Step(NamedTuple):
+    """A difficulty in force from a job (or job alias) on."""
+
+    seq: int  # the job's sequence number
+    alias: int  # 0 for the job as broadcast, else the alias it was re-sent under
+    difficulty: float
+    target: int
 
 
 class Worker:
@@ -134,7 +144,7 @@ class MinerSession:
         self.ready = False  # subscribed and authorized: receives jobs
         self.difficulty = port.start_difficulty
         self.pending: float | None = None  # difficulty to send with the next job
-        self.steps: tuple[tuple[int, int, float, int], ...] = ()
+        self.steps: tuple[Step, ...] = ()
         self.alias = 0
         self.floor = port.min_difficulty
         self.fixed = False
@@ -346,7 +356,7 @@ class MinerSession:
         result = server.validate_share(
             job, stale and not late, self.en1, server.extranonce2_size,
             params[2], params[3], params[4], params[5] if len(params) == 6 else None,
-            self.version_mask, step[3], step[2], alias,
+            self.version_mask, step.target, step.difficulty, alias,
         )
         if late and result.ok:
             result = server.late_share(self, worker, job, result)
@@ -391,23 +401,23 @@ class MinerSession:
         (suggest_difficulty / minimum-difficulty), which is itself within them."""
         return min(max(_whole(d), self.floor), self.port.max_difficulty)
 
-    def _step_for(self, seq: int, alias: int):
+    def _step_for(self, seq: int, alias: int) -> Step | None:
         """The difficulty step a job id was sent under, or None if this
         session was never sent that job (or alias)."""
         steps = self.steps
         for i in range(len(steps) - 1, -1, -1):
             s = steps[i]
-            if s[0] == seq and s[1] == alias:
+            if s.seq == seq and s.alias == alias:
                 return s
-            if alias == 0 and s[0] < seq:
+            if alias == 0 and s.seq < seq:
                 return s if seq <= self.last_seq else None
-            if s[0] < seq:
+            if s.seq < seq:
                 return None
         return None
 
     def _add_step(self, seq: int, alias: int, diff: float) -> None:
         # a tuple, not a list: a miner holds one or two steps for hours
-        self.steps = self.steps[1 - MAX_STEPS:] + ((seq, alias, diff, difficulty_to_target(diff)),)
+        self.steps = self.steps[1 - MAX_STEPS:] + (Step(seq, alias, diff, difficulty_to_target(diff)),)
 
     def _start_work(self) -> None:
         if self.ready:
