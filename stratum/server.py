@@ -24,9 +24,8 @@ Protection from hostile peers:
 """
 from __future__ import annotations
 
-import ipaddress
 import logging
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 
 from twisted.application.service import Service
 from twisted.internet.posixbase import PosixReactorBase
@@ -42,6 +41,7 @@ from pool.jobs import JobManager
 from pool.shares import Reject, ShareResult, validate_share
 from pool.vardiff import Vardiff
 
+from .admission import Admission
 from .deadlines import DeadlineQueue
 from .extranonce import Extranonce1Allocator
 from .flood import BAN, DISCONNECT, NEW_WORK, OVERDRAWN, RATE, REQUESTS, BanList, FloodPolicy, RequestBudget
@@ -101,7 +101,7 @@ class StratumServer(Service):
         # the share check, timed one call in every few when there are metrics
         self.validate_share = metrics.share_validation.wrap(validate_share) if metrics is not None else validate_share
         self.block_submitter = block_submitter
-        self.work = work  # optional WorkSource: tip_seen_at, own_block
+        self._work = work
         self.network = config.network
         self.network_name = self.network.name
         self.extranonce2_size = config.pool.extranonce2_size
@@ -111,13 +111,13 @@ class StratumServer(Service):
         self.authorize_timeout = sc.authorize_timeout
         self.idle_timeout = sc.idle_timeout
         self.allow_password_difficulty = sc.allow_password_difficulty
-        self.max_per_ip = sc.max_connections_per_ip
-        self.max_template_age = sc.max_template_age
-        self.exempt = [ipaddress.ip_network(n, strict=False) for n in sc.connection_limit_exempt]
         self.vardiff_cfg = config.vardiff
         fc = sc.flood
         self.flood = FloodPolicy.from_config(fc) if fc.enabled else None
         self.bans = BanList.from_config(fc)
+        self.admission = Admission(clock=self.clock, bans=self.bans, max_per_ip=sc.max_connections_per_ip,
+                                   exempt=sc.connection_limit_exempt, max_template_age=sc.max_template_age, work=work,
+                                   metrics=metrics)
         self.requests = RequestBudget(rate=sc.request_rate, burst=sc.request_burst)
         self.difficulty_change_interval = sc.difficulty_change_interval
         self.output_pause_bytes = sc.output_pause_bytes
@@ -133,7 +133,6 @@ class StratumServer(Service):
         self.extranonce = Extranonce1Allocator(config.pool.instance_id)
         self.sessions: set[MinerSession] = set()
         self.ready: dict[MinerSession, None] = {}  # insertion-ordered set of sessions receiving jobs
-        self.per_ip: Counter[str] = Counter()
         self._addresses: dict[str, str | None] = {}  # address -> itself when valid, None when not
         self._texts: dict[str, str] = {}
         self.listeners: list = []
@@ -142,8 +141,6 @@ class StratumServer(Service):
         self._sweep_slice = 1
         self._sweeper = LoopingCall(self._sweep)
         self._sweeper.clock = self.clock
-        self._refusing_stale = False  # new miners refused for a stale template (logged once per episode)
-        self._started_at: float | None = None
         self.blocks_found = 0
         self._block_hashes: OrderedDict[str, None] = OrderedDict()  # blocks found lately (display hex)
         # labelled metric children, looked up once (labels() costs more than inc())
@@ -153,7 +150,7 @@ class StratumServer(Service):
     # -- service -------------------------------------------------------------
     def startService(self) -> None:
         super().startService()
-        self._started_at = self.now()
+        self.admission.start()
         sc = self.config.stratum
         lean = isinstance(self.reactor, PosixReactorBase)  # a real reactor: lean transports
         for port in sc.ports:
@@ -187,57 +184,21 @@ class StratumServer(Service):
     def now(self) -> float:
         return self.clock.seconds()
 
-    # -- connection admission -----------------------------------------------
+    @property
+    def work(self):
+        """The optional WorkSource: ``tip_seen_at``, ``own_block``,
+        ``current_since`` (the admission's template age). The wiring point
+        sets it once the WorkSource exists."""
+        return self._work
+
+    @work.setter
+    def work(self, work) -> None:
+        self._work = work
+        self.admission.work = work
+
+    # -- connection admission (stratum.admission) --------------------------------
     def refusal(self, ip: str) -> str | None:
-        """None when a new connection from ``ip`` may start a session (it is
-        then counted), else the reason it is refused (logged, counted)."""
-        if self.bans.bans:
-            ban = self.bans.banned(ip, self.now())
-            if ban is not None:
-                self._refused_banned(ip, ban)
-                return "banned"
-        if self.per_ip[ip] >= self.max_per_ip and not self._exempt(ip):
-            self.count_refused("per-ip-limit", ip)
-            return "per-ip-limit"
-        if self.max_template_age and self.work is not None:
-            # without any template yet (a start while every node is down) the
-            # age counts from the start: such a pool has no work to give
-            since = getattr(self.work, "current_since", None)
-            if since is None:
-                since = self._started_at
-            if since is not None and self.now() - since > self.max_template_age:
-                # the nodes stopped answering: miners already here keep the
-                # last work; new ones are better served by a backup pool
-                if not self._refusing_stale:
-                    self._refusing_stale = True
-                    log.warning("the template is %.0f s old%s (stratum.max_template_age %g s): new miners are refused until "
-                                "a node serves a fresh one; connected miners keep the last work", self.now() - since,
-                                "" if self.work.current_since is not None else " (none yet since the start)",
-                                self.max_template_age)
-                self.count_refused("stale-template", ip)
-                return "stale-template"
-            if self._refusing_stale:
-                self._refusing_stale = False
-                log.info("the template is fresh again: new miners are admitted")
-        self.per_ip[ip] += 1
-        return None
-
-    def _refused_banned(self, ip: str, ban) -> None:
-        if self.metrics:
-            self.metrics.connections_refused.labels("banned").inc()
-        n = self.bans.refused(ban, self.now())
-        if n:  # the first refusal of a ban, then one line a minute at most
-            log.info("refused %d connection%s from %s: banned for flooding for another %ds", n, "s" if n > 1 else "", ip,
-                     max(0, round(ban.until - self.now())))
-
-    def _exempt(self, ip: str) -> bool:
-        if not self.exempt:
-            return False
-        try:
-            addr = ipaddress.ip_address(ip)
-        except ValueError:
-            return False
-        return any(addr in net for net in self.exempt)
+        return self.admission.refusal(ip)
 
     def open_session(self, proto: StratumProtocol) -> MinerSession:
         s = MinerSession(self, proto, proto.port, proto.ip, self.now())
@@ -255,9 +216,7 @@ class StratumServer(Service):
         self.clear_deadline(s)
         if s.en1:
             self.extranonce.release(s.en1)
-        self.per_ip[s.ip] -= 1
-        if self.per_ip[s.ip] <= 0:
-            del self.per_ip[s.ip]
+        self.admission.release(s.ip)
         if self.metrics:
             port = str(s.port.port)
             self.metrics.connections.labels(port).dec()
@@ -460,7 +419,7 @@ class StratumServer(Service):
             reason = "flood"
             log.warning("flood: closing %s: mostly invalid shares again after fresh work", who)
         s.proto.close(reason)
-        if self._exempt(s.ip):
+        if self.admission.exempt(s.ip):
             log.info("flood: %s is in stratum.connection_limit_exempt: never banned", s.ip)
             return
         strikes = self.bans.strike(s.ip, now)
@@ -567,11 +526,6 @@ class StratumServer(Service):
             self.metrics.disconnects.labels(reason).inc()
         if reason not in ("shutdown",):
             log.info("disconnect %s: %s", ip, reason)
-
-    def count_refused(self, reason: str, ip: str) -> None:
-        if self.metrics:
-            self.metrics.connections_refused.labels(reason).inc()
-        log.info("refused connection from %s: %s", ip, reason)
 
     def count_flood(self, action: str) -> None:
         if self.metrics:

@@ -366,7 +366,7 @@ class FuzzTarget:
         ip = f"10.66.{self._ip}.{self.n % 250 + 1}"
         proto = self.h.factory.buildProtocol(IPv4Address("TCP", ip, 40000))
         if proto is None:
-            raise FuzzFailure(f"connection refused: {self.h.server.per_ip[ip]} open from {ip}")
+            raise FuzzFailure(f"connection refused: {self.h.server.admission.per_ip[ip]} open from {ip}")
         transport = StringTransport(peerAddress=IPv4Address("TCP", ip, 40000))
         proto.makeConnection(transport)
         errors_before = len(self._err.records)
@@ -447,8 +447,8 @@ class FuzzTarget:
             out.append(f"{len(s.sessions)} sessions")
         if s.ready:
             out.append(f"{len(s.ready)} ready sessions")
-        if s.per_ip:
-            out.append(f"per-IP counts for {len(s.per_ip)} addresses")
+        if s.admission.per_ip:
+            out.append(f"per-IP counts for {len(s.admission.per_ip)} addresses")
         if s.extranonce.live:
             out.append(f"{len(s.extranonce.live)} extranonce1 values held")
         return out

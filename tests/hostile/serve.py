@@ -96,7 +96,7 @@ def main(argv: list[str]) -> int:
 
     def stats() -> dict:
         return {
-            "sessions": len(server.sessions), "ready": len(server.ready), "per_ip": dict(server.per_ip),
+            "sessions": len(server.sessions), "ready": len(server.ready), "per_ip": dict(server.admission.per_ip),
             "extranonce_live": len(server.extranonce.live), "fds": _fds(), "rss": _rss(),
             "accepted": sink.accepted_count, "rejected": dict(sink.rejected_by_reason), "blocks": Blocks.found,
             "disconnects": samples("hashcoop_disconnects_total"), "refused": samples("hashcoop_connections_refused_total"),

@@ -149,7 +149,7 @@ def test_flooder_gets_new_work_then_disconnect_then_ban_and_honest_miners_never_
     assert h.metric("hashcoop_connections_refused_total", reason="banned") == 50
     other = h.connect(ip="10.7.7.7")
     assert other is not None and other.handshake(user=f"{ADDR}.newcomer")
-    assert h.server.per_ip.get(FLOODER) is None  # nothing of the flooder is held
+    assert h.server.admission.per_ip.get(FLOODER) is None  # nothing of the flooder is held
     # honest miners: never a fresh-work push outside the new blocks, never closed
     honest_round(20)
     for m in honest:

@@ -510,7 +510,7 @@ def test_new_miners_refused_when_no_template_came_since_the_start():
         current_since = None
 
     h.server.work = Work()
-    h.server._started_at = h.reactor.seconds()  # as startService sets it
+    h.server.admission.start()  # as startService does
     assert h.connect(port=1) is not None  # a moment after the start: the first template is on its way
     h.reactor.advance(121)
     assert h.connect(port=2) is None
