@@ -56,6 +56,51 @@ class SampledTimer:
         return timed
 
 
+class _NullMetric:
+    """Every metric of ``NullMetrics``: takes every call and keeps nothing."""
+
+    __slots__ = ()
+
+    def labels(self, *args, **kwargs) -> "_NullMetric":
+        return self
+
+    def inc(self, amount: float = 1) -> None:
+        pass
+
+    def dec(self, amount: float = 1) -> None:
+        pass
+
+    def set(self, value: float) -> None:
+        pass
+
+    def observe(self, value: float) -> None:
+        pass
+
+    def set_function(self, fn) -> None:
+        pass
+
+    def wrap(self, fn):
+        return fn
+
+
+_NULL_METRIC = _NullMetric()
+
+
+class NullMetrics:
+    """Stands for ``Metrics`` where there are none (tools, tests): every
+    attribute is a metric that records nothing, so callers need no
+    ``if metrics`` guard. It is false in a boolean test, for the few that
+    skip work only metrics would use."""
+
+    def __getattr__(self, name: str) -> _NullMetric:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _NULL_METRIC
+
+    def __bool__(self) -> bool:
+        return False
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None, *, validation_sample_every: int = 16):
         self.registry = r = registry if registry is not None else CollectorRegistry()

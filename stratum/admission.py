@@ -20,6 +20,8 @@ import ipaddress
 import logging
 from collections import Counter
 
+from pool.metrics import NullMetrics
+
 from .flood import BanList
 
 log = logging.getLogger("hashcoop.stratum")
@@ -34,7 +36,7 @@ class Admission:
         self.exempt_networks = [ipaddress.ip_network(n, strict=False) for n in exempt]
         self.max_template_age = max_template_age
         self.work = work  # anything with ``current_since`` (the WorkSource), or None
-        self.metrics = metrics
+        self.metrics = metrics if metrics is not None else NullMetrics()
         self.per_ip: Counter[str] = Counter()  # admitted connections open, by IP
         self.started_at: float | None = None  # the template's age counts from here while there is none
         self._refusing_stale = False  # new miners refused for a stale template (logged once per episode)
@@ -100,13 +102,11 @@ class Admission:
         return False
 
     def _refused(self, reason: str, ip: str) -> None:
-        if self.metrics:
-            self.metrics.connections_refused.labels(reason).inc()
+        self.metrics.connections_refused.labels(reason).inc()
         log.info("refused connection from %s: %s", ip, reason)
 
     def _refused_banned(self, ip: str, ban, now: float) -> None:
-        if self.metrics:
-            self.metrics.connections_refused.labels("banned").inc()
+        self.metrics.connections_refused.labels("banned").inc()
         n = self.bans.refused(ban, now)
         if n:  # the first refusal of a ban, then one line a minute at most
             log.info("refused %d connection%s from %s: banned for flooding for another %ds", n, "s" if n > 1 else "", ip,

@@ -20,9 +20,20 @@ from pool.btc.block import parse_header
 from pool.btc.hashing import hash_to_hex
 from pool.btc.target import DIFF1_TARGET
 from pool.events import BlockFound, ShareAccepted, ShareRejected
+from pool.metrics import NullMetrics
 from pool.shares import Reject, ShareResult
 
-from .flood import BAN, DISCONNECT, NEW_WORK, OVERDRAWN, RATE, REQUESTS, BanList, FloodPolicy, RequestBudget
+from .flood import (
+    BAN,
+    DISCONNECT,
+    NEW_WORK,
+    OVERDRAWN,
+    RATE,
+    REQUESTS,
+    BanList,
+    FloodPolicy,
+    RequestBudget,
+)
 
 if TYPE_CHECKING:
     from .session import MinerSession
@@ -39,7 +50,7 @@ class ShareEvents:
         self.clock = clock
         self.jobs = jobs
         self.sink = sink
-        self.metrics = metrics
+        self.metrics = metrics if metrics is not None else NullMetrics()
         self.block_submitter = block_submitter
         self.work = work  # optional WorkSource: tip_seen_at, own_block (the server's setter keeps it current)
         self.flood = flood
@@ -66,12 +77,11 @@ class ShareEvents:
             now, worker.address, worker.name, result.credit, DIFF1_TARGET / h if h else _INF, job.id, job.height,
             h.to_bytes(32, "big").hex(), job.network_difficulty, result.is_block, port, s.ip,
         )
-        if self.metrics:
-            counters = self._port_counters.get(port)
-            if counters is None:
-                counters = self._port_counters[port] = self._counters_for(port)
-            counters[0].inc()
-            counters[1].inc(result.credit)
+        counters = self._port_counters.get(port)
+        if counters is None:
+            counters = self._port_counters[port] = self._counters_for(port)
+        counters[0].inc()
+        counters[1].inc(result.credit)
         self.sink.share_accepted(ev)
         if result.is_block:
             self.block_found(s, worker, job, result, now)
@@ -137,8 +147,7 @@ class ShareEvents:
         if verdict == OVERDRAWN:
             self._flood_step(s, REQUESTS, self.now())
             return
-        if self.metrics:
-            self.metrics.requests_refused.inc()
+        self.metrics.requests_refused.inc()
         if self.requests.first_refusal(tat, self.now()):
             log.info("refusing requests from %s (%s): more than %g a second (burst %d)", s.ip,
                      next(iter(s.workers), "not authorized"), 1 / self.requests.interval, self.requests.burst)
@@ -175,8 +184,7 @@ class ShareEvents:
         reason = f"its previous block {found.prevhash} is no longer the tip ({tip})"
         log.error("stale block %d %s by %s.%s (%s): %s; not submitted", job.height, h, worker.address, worker.name, s.ip,
                   reason)
-        if self.metrics:
-            self.metrics.blocks_stale.inc()
+        self.metrics.blocks_stale.inc()
         if self.block_submitter is not None:
             self.block_submitter.record_stale(found, reason)
         return Reject.STALE_JOB
@@ -188,8 +196,7 @@ class ShareEvents:
         like any share. It cannot extend the chain: a block it solves is
         recorded as lost (``stale_block``) and the share is credited as a
         share only."""
-        if self.metrics:
-            self.metrics.shares_late.inc()
+        self.metrics.shares_late.inc()
         if not result.is_block:
             return result
         verdict = self.stale_block(s, worker, job, result)
@@ -202,8 +209,7 @@ class ShareEvents:
         self._remember_block(h)
         found = self._found(worker, job, result, now, h)
         self.blocks_found += 1
-        if self.metrics:
-            self.metrics.blocks_found.inc()
+        self.metrics.blocks_found.inc()
         self.sink.block_found(found)
         if self.work is not None:
             self.work.own_block(found, job.template)  # miners move onto the block at once
@@ -216,12 +222,10 @@ class ShareEvents:
             other.show_message(message)
 
     def count_reject(self, reason: str) -> None:
-        if self.metrics:
-            c = self._reject_counters.get(reason)
-            if c is None:
-                c = self._reject_counters[reason] = self.metrics.shares_rejected.labels(reason)
-            c.inc()
+        c = self._reject_counters.get(reason)
+        if c is None:
+            c = self._reject_counters[reason] = self.metrics.shares_rejected.labels(reason)
+        c.inc()
 
     def count_flood(self, action: str) -> None:
-        if self.metrics:
-            self.metrics.flood_actions.labels(action).inc()
+        self.metrics.flood_actions.labels(action).inc()

@@ -33,6 +33,7 @@ from twisted.internet.task import LoopingCall
 
 from pool.btc.address import AddressError, address_to_script
 from pool.jobs import JobManager
+from pool.metrics import NullMetrics
 from pool.shares import validate_share
 from pool.vardiff import Vardiff
 
@@ -92,9 +93,9 @@ class StratumServer(Service):
         sc = config.stratum
         self._jobs = jobs
         self._sink = sink
-        self.metrics = metrics
-        # the share check, timed one call in every few when there are metrics
-        self.validate_share = metrics.share_validation.wrap(validate_share) if metrics is not None else validate_share
+        self.metrics = metrics = metrics if metrics is not None else NullMetrics()  # no `if metrics` guards below
+        # the share check, timed one call in every few (as is, with NullMetrics)
+        self.validate_share = metrics.share_validation.wrap(validate_share)
         self._block_submitter = block_submitter
         self._work = work
         self.network = config.network
@@ -121,10 +122,9 @@ class StratumServer(Service):
         self.close_timeout = sc.close_timeout
         # connections not read for their unsent output -> [since when it took none of it, bytes unsent then]
         self.blocked: dict[StratumProtocol, list] = {}
-        if metrics is not None:
-            metrics.banned_peers.set_function(lambda: self.bans.count(self.now()))
-            metrics.output_blocked.set_function(lambda: len(self.blocked))
-            metrics.output_held.set_function(lambda: sum(unsent(p.transport) for p in list(self.blocked)))
+        metrics.banned_peers.set_function(lambda: self.bans.count(self.now()))
+        metrics.output_blocked.set_function(lambda: len(self.blocked))
+        metrics.output_held.set_function(lambda: sum(unsent(p.transport) for p in list(self.blocked)))
         self.extranonce = Extranonce1Allocator(config.pool.instance_id)
         self.sessions: set[MinerSession] = set()
         self.ready: dict[MinerSession, None] = {}  # insertion-ordered set of sessions receiving jobs
@@ -235,8 +235,7 @@ class StratumServer(Service):
     def open_session(self, proto: StratumProtocol) -> MinerSession:
         s = MinerSession(self, proto, proto.port, proto.ip, self.now())
         self.sessions.add(s)
-        if self.metrics:
-            self.metrics.connections.labels(str(proto.port.port)).inc()
+        self.metrics.connections.labels(str(proto.port.port)).inc()
         self.set_deadline(s, self.subscribe_timeout, "subscribe-timeout")
         return s
 
@@ -249,11 +248,10 @@ class StratumServer(Service):
         if s.en1:
             self.extranonce.release(s.en1)
         self.admission.release(s.ip)
-        if self.metrics:
-            port = str(s.port.port)
-            self.metrics.connections.labels(port).dec()
-            if s.authorized:
-                self.metrics.workers_authorized.labels(port).dec()
+        port = str(s.port.port)
+        self.metrics.connections.labels(port).dec()
+        if s.authorized:
+            self.metrics.workers_authorized.labels(port).dec()
 
     def set_deadline(self, s: MinerSession, seconds: float, reason: str) -> None:
         """Close ``s`` with ``reason`` unless the deadline is cleared or
@@ -314,8 +312,7 @@ class StratumServer(Service):
     # -- backpressure (called by StratumProtocol) ------------------------------
     def output_blocked(self, p: StratumProtocol) -> None:
         self.blocked[p] = [p.paused, unsent(p.transport)]
-        if self.metrics:
-            self.metrics.output_pauses.inc()
+        self.metrics.output_pauses.inc()
         log.info("not reading from %s: %d bytes of its replies unsent (stratum.output_pause_bytes %d)", p.ip,
                  unsent(p.transport), self.output_pause_bytes)
 
@@ -358,8 +355,7 @@ class StratumServer(Service):
                        min_shares=v.min_shares, low=s.floor, high=s.port.max_difficulty, now=self.now())
 
     def session_authorized(self, s: MinerSession) -> None:
-        if self.metrics:
-            self.metrics.workers_authorized.labels(str(s.port.port)).inc()
+        self.metrics.workers_authorized.labels(str(s.port.port)).inc()
 
     def session_ready(self, s: MinerSession) -> None:
         self.ready[s] = None
@@ -377,29 +373,24 @@ class StratumServer(Service):
         line = job.notify_line(clean)
         for s in list(self.ready):
             s.send_job(job, line)
-        if self.metrics:
-            self.metrics.jobs_broadcast.labels("true" if clean else "false").inc()
-            self.metrics.template_height.set(job.height)
-            self.metrics.network_difficulty.set(job.network_difficulty)
-            if clean and self.work is not None and getattr(self.work, "tip_seen_at", None):
-                self.metrics.tip_to_notify_seconds.observe(max(0.0, self.now() - self.work.tip_seen_at))
+        self.metrics.jobs_broadcast.labels("true" if clean else "false").inc()
+        self.metrics.template_height.set(job.height)
+        self.metrics.network_difficulty.set(job.network_difficulty)
+        if clean and self.work is not None and getattr(self.work, "tip_seen_at", None):
+            self.metrics.tip_to_notify_seconds.observe(max(0.0, self.now() - self.work.tip_seen_at))
         log.debug("job %s height %d sent to %d miners (clean=%s)", job.id, job.height, len(self.ready), clean)
 
     # -- metrics helpers -----------------------------------------------------------
     def count_disconnect(self, reason: str, ip: str) -> None:
-        if self.metrics:
-            self.metrics.disconnects.labels(reason).inc()
+        self.metrics.disconnects.labels(reason).inc()
         if reason not in ("shutdown",):
             log.info("disconnect %s: %s", ip, reason)
 
     def count_coalesced(self) -> None:
-        if self.metrics:
-            self.metrics.difficulty_coalesced.inc()
+        self.metrics.difficulty_coalesced.inc()
 
     def count_retarget(self, up: bool) -> None:
-        if self.metrics:
-            self.metrics.vardiff_retargets.labels("up" if up else "down").inc()
+        self.metrics.vardiff_retargets.labels("up" if up else "down").inc()
 
     def metrics_protocol_error(self, kind: str, n: int = 1) -> None:
-        if self.metrics:
-            self.metrics.protocol_errors.labels(kind).inc(n)
+        self.metrics.protocol_errors.labels(kind).inc(n)
