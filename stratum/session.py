@@ -14,7 +14,7 @@ import math
 import re
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Callable, NamedTuple, Protocol
 
 import orjson
 
@@ -25,12 +25,54 @@ from pool.vardiff import Vardiff
 from .errors import ERROR_JSON
 from .flood import ALLOWED, REFUSED
 
+if TYPE_CHECKING:
+    from pool.jobs import JobManager
+
+    from .flood import RequestBudget
+
 log = logging.getLogger("hashcoop.stratum")
 
 MAX_WORKERS_PER_CONNECTION = 64
 MAX_STEPS = 32
 _WORKER_OK = re.compile(r"[^A-Za-z0-9_\-]")
 _NEVER = float("-inf")
+
+
+class SessionHost(Protocol):
+    """What a session may use of its server, and nothing else (a test runs
+    sessions against a proxy that has only these: tests/stratum/test_session_host.py).
+    ``StratumServer`` provides it; share outcomes are ``ShareEvents``'
+    methods, bound onto the server."""
+
+    jobs: "JobManager"
+    extranonce2_size: int
+    version_mask: int
+    network_name: str
+    authorize_timeout: float
+    allow_password_difficulty: bool
+    difficulty_change_interval: float
+    requests: "RequestBudget"
+    validate_share: Callable[..., ShareResult]
+
+    def now(self) -> float: ...
+    def allocate_extranonce1(self) -> bytes: ...
+    def shared_address(self, address: str) -> str | None: ...
+    def shared_text(self, text: str) -> str: ...
+    def set_deadline(self, s: "MinerSession", seconds: float, reason: str) -> None: ...
+    def clear_deadline(self, s: "MinerSession") -> None: ...
+    def make_vardiff(self, s: "MinerSession") -> Vardiff: ...
+    def session_authorized(self, s: "MinerSession") -> None: ...
+    def session_ready(self, s: "MinerSession") -> None: ...
+    def close_session(self, s: "MinerSession") -> None: ...
+    def share_accepted(self, s: "MinerSession", worker: "Worker", job, result: ShareResult, now: float) -> None: ...
+    def share_rejected(self, s: "MinerSession", worker: "Worker | None", reason: str, params: list) -> None: ...
+    def stale_block(self, s: "MinerSession", worker: "Worker", job, result: ShareResult) -> str | None: ...
+    def late_share(self, s: "MinerSession", worker: "Worker", job, result: ShareResult) -> ShareResult: ...
+    def request_refused(self, s: "MinerSession", verdict: int, tat: float) -> None: ...
+    def count_reject(self, reason: str) -> None: ...
+    def count_retarget(self, up: bool) -> None: ...
+    def count_coalesced(self) -> None: ...
+    def metrics_protocol_error(self, kind: str, n: int = 1) -> None: ...
 
 
 class Step(NamedTuple):
@@ -130,7 +172,7 @@ class MinerSession:
         "tat", "changed_at",
     )
 
-    def __init__(self, server, proto, port, ip: str, now: float):
+    def __init__(self, server: SessionHost, proto, port, ip: str, now: float):
         self.server = server
         self.proto = proto
         self.port = port  # config.PortSection
