@@ -112,9 +112,17 @@ class LiveTest(unittest.TestCase):
         yield self.until(lambda: src.connected and ws._fetching is None)
         h = self.mine_everywhere()
         seq = iter(range(1000))
+        connections = src.connections
         yield self.until(lambda: ws.current.prevhash_hex == h,
                          every=lambda: pub.send_multipart([b"hashblock", bytes.fromhex(h), next(seq).to_bytes(4, "little")]))
-        self.assertEqual(self.new_tips("zmq"), 1)
+        tips = {s: self.new_tips(s) for s in ("zmq", "hint", "refresh")}
+        if src.connections == connections:
+            self.assertEqual(tips, {"zmq": 1, "hint": 0, "refresh": 0})
+        else:
+            # libzmq reconnected meanwhile (seen once on a loaded machine): the
+            # reconnection's own fetch ("hint", blocks published while it was
+            # down are lost) may find the block before a hashblock arrives
+            self.assertEqual(tips["zmq"] + tips["hint"], 1, tips)
         self.assertLessEqual(ws.tip_seen_at, ws.current_since)
 
     @defer.inlineCallbacks
