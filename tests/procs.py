@@ -7,7 +7,6 @@ import json
 import os
 import select
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,13 +14,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from pool.demo import free_port  # noqa: F401 (the tests' one free_port: import it from here)
+
 ROOT = Path(__file__).resolve().parents[1]
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def hashcoop(*args: str, **kw) -> subprocess.Popen:

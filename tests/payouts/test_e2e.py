@@ -24,8 +24,8 @@ from payouts.ledger import Ledger
 from payouts.pplns import split_reward
 from pool.accounting.sharelog import ShareLogReader
 from tests.accounting.e2e import Miner, Pool
-from tests.accounting.redisproc import REDIS_SERVER, RedisProcess, free_port
-from tests.procs import wait_for
+from tests.accounting.redisproc import REDIS_SERVER, RedisProcess
+from tests.procs import free_port, wait_for
 
 from .rig import MINERS, OTHER, coinbase_to, payouts, sends_by_address, wallet_node, write_config
 

@@ -12,7 +12,6 @@ from pathlib import Path
 from tests.ops.stack import PoolProcess as _PoolProcess
 from pool.btc.hashing import hash_to_hex
 from pool.jobs import stratum_prevhash
-from tests.procs import free_port, wait_for
 
 from .core import CoreNode
 
@@ -116,5 +115,4 @@ def stratum_prev_to_hash(prev: str) -> str:
     return hash_to_hex(bytes.fromhex(stratum_prevhash(bytes.fromhex(prev))))
 
 
-__all__ = ["MINER_A", "MINER_B", "OTHER", "POOL_ADDR", "PoolProcess", "Probe", "free_port", "pool_config", "stratum_prev_to_hash",
-           "wait_for"]
+__all__ = ["MINER_A", "MINER_B", "OTHER", "POOL_ADDR", "PoolProcess", "Probe", "pool_config", "stratum_prev_to_hash"]

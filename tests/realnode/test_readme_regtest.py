@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from tests.ops.stack import http_get, stop, wait_port
-from tests.procs import ROOT, hashcoop
+from tests.procs import ROOT, free_port, hashcoop, wait_for
 
-from .rig import MINER_A, OTHER, free_port, wait_for
+from .rig import MINER_A, OTHER
 
 pytestmark = pytest.mark.bitcoind(needs=("BITCOIN_CLI", "MINERD"))
 
