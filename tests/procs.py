@@ -15,9 +15,17 @@ import urllib.request
 from pathlib import Path
 
 from pool.demo import free_port  # noqa: F401 (the tests' one free_port: import it from here)
+from pool.demo import toml_dumps
 
 ROOT = Path(__file__).resolve().parents[1]
 
+
+
+def write_toml(path: Path, config: dict) -> Path:
+    """``config``, a dict as ``load_config(data=...)`` takes it, written to
+    ``path`` as TOML (the demo's writer): rigs build configs as data."""
+    Path(path).write_text(toml_dumps(config))
+    return Path(path)
 
 
 def hashcoop(*args: str, **kw) -> subprocess.Popen:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pool.accounting.sharelog import ShareLogReader
 from pool.btc.target import difficulty_to_target, target_to_bits
-from tests.procs import wait_for  # also used by the tests that import this rig
+from tests.procs import wait_for, write_toml  # wait_for: also used by the tests that import this rig
 
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,45 +76,19 @@ class DevNode:
 def pool_config(path: Path, *, node: DevNode, redis_url: str, data_dir: Path, stratum_port: int, share_difficulty: float,
                 flush_interval: float = 0.25, window_factor: float = 2.0, max_buffered_shares: int = 100_000,
                 metrics_port: int | None = None) -> Path:
-    http = "" if metrics_port is None else f"""
-[http]
-listen = "tcp:0:interface=127.0.0.1"
-operator_listen = "tcp:{metrics_port}:interface=127.0.0.1"
-"""
-    path.write_text(f"""
-[pool]
-network = "regtest"
-address = "{ADDRESSES[0]}"
-data_dir = "{data_dir}"
-
-[[nodes]]
-url = "{node.url}"
-cookie_file = "{node.cookie}"
-
-[work]
-notify_listen = ""
-poll_interval = 0.5
-
-[[stratum.ports]]
-port = {stratum_port}
-bind = "127.0.0.1"
-start_difficulty = {share_difficulty!r}
-min_difficulty = {share_difficulty!r}
-max_difficulty = {share_difficulty!r}
-vardiff = false
-
-[redis]
-url = "{redis_url}"
-prefix = "hashcoop:"
-socket_timeout = 1.0
-connect_timeout = 0.5
-
-[accounting]
-flush_interval = {flush_interval!r}
-window_factor = {window_factor!r}
-max_buffered_shares = {max_buffered_shares!r}
-""" + http)
-    return path
+    config = {
+        "pool": {"network": "regtest", "address": ADDRESSES[0], "data_dir": str(data_dir)},
+        "nodes": [{"url": node.url, "cookie_file": str(node.cookie)}],
+        "work": {"notify_listen": "", "poll_interval": 0.5},
+        "stratum": {"ports": [{"port": stratum_port, "bind": "127.0.0.1", "start_difficulty": share_difficulty,
+                               "min_difficulty": share_difficulty, "max_difficulty": share_difficulty, "vardiff": False}]},
+        "redis": {"url": redis_url, "prefix": "hashcoop:", "socket_timeout": 1.0, "connect_timeout": 0.5},
+        "accounting": {"flush_interval": flush_interval, "window_factor": window_factor,
+                       "max_buffered_shares": max_buffered_shares},
+    }
+    if metrics_port is not None:
+        config["http"] = {"listen": "tcp:0:interface=127.0.0.1", "operator_listen": f"tcp:{metrics_port}:interface=127.0.0.1"}
+    return write_toml(path, config)
 
 
 class Pool:
