@@ -14,7 +14,6 @@ did not). The pool cannot tell it from a node: it is one.
 """
 from __future__ import annotations
 
-import base64
 import json
 import socket
 import struct
@@ -31,7 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pool.btc.hashing import hash_to_hex, sha256d
 from pool.miner.work import Job, hash_value
 
-from tests.procs import free_port, wait_for, write_toml  # wait_for: also for the tests that import this rig
+from tests.procs import free_port, json_rpc, wait_for, write_toml  # wait_for: also for the tests that import this rig
 
 # --------------------------------------------------------------------------
 # the scripted node
@@ -398,14 +397,7 @@ def read_journal(path: Path) -> dict[str, JournalBlock]:
 
 def rpc(url: str, cookie: str, method: str, *params, timeout: float = 30):
     """A call straight to the devnode; returns (result, error)."""
-    body = json.dumps({"id": 1, "method": method, "params": list(params)}).encode()
-    req = urllib.request.Request(url, body, {"Content-Type": "application/json"})
-    req.add_header("Authorization", "Basic " + base64.b64encode(Path(cookie).read_text().strip().encode()).decode())
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            reply = json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        reply = json.loads(e.read())
+    reply = json_rpc(url, Path(cookie).read_bytes(), method, params, timeout=timeout)
     return reply.get("result"), reply.get("error")
 
 

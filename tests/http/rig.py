@@ -18,9 +18,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.accounting.e2e import ADDRESSES, Miner, Pool
-from tests.accounting.redisproc import RedisProcess
-from tests.procs import DevNode, free_port, wait_for, write_toml
+from tests.accounting.e2e import ADDRESSES, Miner
+from tests.procs import DevNode, PoolProcess, RedisProcess, free_port, wait_for, write_toml
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,7 +41,7 @@ class Rig:
     tmp: Path
     redis: RedisProcess
     node: DevNode
-    pool: Pool
+    pool: PoolProcess
     pool_address: str
     public: str
     operator: str
@@ -113,7 +112,7 @@ def start(tmp: Path) -> Rig:
                  "operator_token": TOKEN, "cors_origins": [CORS_ORIGIN], "per_worker_metrics": True, "cache_seconds": 1,
                  "refresh_seconds": 2},
     })
-    pool = Pool(cfg, port, tmp / "pool.log")
+    pool = PoolProcess(cfg, tmp / "pool.log", port)
     rig = Rig(tmp, redis, node, pool, pool_address, f"http://127.0.0.1:{public}", f"http://127.0.0.1:{operator}", port)
     try:
         wait_for(lambda: _answers(rig.public), 30, what="the HTTP listener")
