@@ -17,10 +17,8 @@ from pathlib import Path
 from pool.accounting.sharelog import ShareLogReader
 from pool.btc.target import difficulty_to_target, target_to_bits
 from tests import procs
-from tests.procs import hashcoop, wait_for, write_toml  # wait_for: also used by the tests that import this rig
+from tests.procs import hashcoop, write_toml
 
-
-ROOT = Path(__file__).resolve().parents[2]
 ADDRESSES = [
     "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080",
     "bcrt1psjw83ferk5eyapl0f5fpd8u50s2t39hxp4pzuttnugf0acxfwy4qwwea25",

@@ -23,10 +23,10 @@ import time
 import pytest
 
 from payouts.maturity import NodeView, decide
-from tests.procs import REDIS_SERVER, DevNode, PoolProcess, RedisProcess, free_port
+from tests.procs import REDIS_SERVER, DevNode, PoolProcess, RedisProcess, free_port, wait_for
 
 from .conftest import full
-from .faultrig import Answer, Client, ScriptedNode, metric, metrics, pool_toml, read_journal, rpc, wait_for
+from .faultrig import Answer, Client, ScriptedNode, metric, metrics, pool_toml, read_journal, rpc
 
 pytestmark = pytest.mark.hostile
 MINER = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"

@@ -23,8 +23,8 @@ import time
 
 import pytest
 
-from tests.accounting.e2e import ADDRESSES, DevNode, Miner, accounted, check_credited, pool_config, wait_for
-from tests.procs import REDIS_SERVER, PoolProcess, RedisProcess, free_port
+from tests.accounting.e2e import ADDRESSES, DevNode, Miner, accounted, check_credited, pool_config
+from tests.procs import REDIS_SERVER, PoolProcess, RedisProcess, free_port, wait_for
 
 from .conftest import full
 from .faultrig import metric, metrics

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.accounting.e2e import ROOT
+from tests.procs import ROOT
 
 pytestmark = pytest.mark.slow
 

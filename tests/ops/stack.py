@@ -5,11 +5,8 @@ from __future__ import annotations
 import json
 import socket
 import time
+import urllib.error
 import urllib.request
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
-
 
 
 def http_get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
