@@ -242,7 +242,11 @@ class DevNode:
     def start(self):
         self.proc = hashcoop("devnode", "--rpcport", str(getattr(self, "port", 0)), "--datadir", str(self.datadir),
                              "--print-ready", *self.args, stdout=subprocess.PIPE, stderr=self.log)
-        ready = read_json(self.proc, 120)
+        try:
+            ready = read_json(self.proc, 120)
+        except BaseException:
+            self.stop()  # a node that gave no ready line does not outlive the test
+            raise
         self.url = ready["rpc_url"]
         self.port = ready["rpcport"]
         self.cookie_path = ready.get("cookie")
@@ -375,10 +379,14 @@ class ServeProcess:
         self.proc: subprocess.Popen | None = None
 
     def spawn(self, opts: dict, timeout: float = 60) -> dict:
-        """Run it with ``opts``; its ready line."""
+        """Run it with ``opts``; its ready line. Killed when that does not come."""
         self._log = open(self.log_path, "ab")
         self.proc = python_m(self.module, json.dumps(opts), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log)
-        return read_json(self.proc, timeout)
+        try:
+            return read_json(self.proc, timeout)
+        except BaseException:
+            self.kill9()
+            raise
 
     def call(self, cmd: str, timeout: float = 30, **kw) -> dict:
         self.proc.stdin.write(json.dumps({"cmd": cmd, **kw}).encode() + b"\n")
