@@ -23,7 +23,6 @@ import os
 import platform
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,13 +40,9 @@ from pool.accounting.ops import Settings  # noqa: E402
 from pool.accounting.service import AccountingSink  # noqa: E402
 from pool.accounting.journal import Journal  # noqa: E402
 from pool.accounting.writer import RedisWriter, append, redis_client  # noqa: E402
+from pool.demo import free_port  # noqa: E402
 from pool.events import ShareAccepted  # noqa: E402
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_redis(d: Path) -> tuple[subprocess.Popen, str]:

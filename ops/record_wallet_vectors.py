@@ -33,7 +33,6 @@ import argparse
 import base64
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,6 +41,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Callable
+
+from pool.demo import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "tests" / "vectors" / "bitcoind-wallet.json"
@@ -170,11 +171,6 @@ def rpc_caller(url: str, cookie: Path) -> Call:
 
     return call
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_bitcoind(binary: str, datadir: Path) -> tuple[subprocess.Popen, str, Path]:

@@ -47,7 +47,9 @@ START_DIFFICULTY = 0.0001
 WINDOW_DIFFICULTY = 0.01
 
 
-def _free_port(host: str = "127.0.0.1") -> int:
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on now, on ``host`` (the kernel picks it).
+    The one such helper: the demo, the benchmarks, ops scripts and tests."""
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
@@ -65,7 +67,7 @@ def _port_free(port: int, host: str = "0.0.0.0") -> bool:
 def pick_port(wanted: int, what: str) -> int:
     if _port_free(wanted):
         return wanted
-    alt = _free_port("0.0.0.0")
+    alt = free_port("0.0.0.0")
     log.warning("port %d is busy; using %d for %s", wanted, alt, what)
     return alt
 
@@ -295,11 +297,11 @@ def run(args: argparse.Namespace) -> int:
     def start():
         redis_exe, redis_from = find_redis_server()
         (data / "redis").mkdir(exist_ok=True)
-        redis_port = _free_port()
+        redis_port = free_port()
         redis = Child(reactor, "redis", redis_args(redis_exe, redis_port, data / "redis"), data / "redis" / "stdout.log")
         children.append(redis)
         yield wait_for_port(reactor, redis_port, redis)
-        zmq = f"tcp://127.0.0.1:{_free_port()}"
+        zmq = f"tcp://127.0.0.1:{free_port()}"
         node = Child.hashcoop(reactor, "devnode", [
             "devnode", "--rpcport", "0", "--datadir", str(data / "devnode"), "--print-ready", "--persist",
             "--auto-mine", str(args.block_interval), "--mempool-rate", "30", "--zmqpubhashblock", zmq,
@@ -307,10 +309,10 @@ def run(args: argparse.Namespace) -> int:
         children.append(node)
         ready = json.loads((yield node.ready))
         address = yield pool_wallet_address(reactor, ready["rpc_url"], ready["cookie"], data)
-        operator_port = _free_port()
+        operator_port = free_port()
         raw = demo_config(data, node_url=ready["rpc_url"], cookie=ready["cookie"], zmq=zmq, pool_address=address,
                           stratum_port=stratum_port, http_port=http_port, operator_port=operator_port,
-                          redis_port=redis_port, payouts_metrics_port=_free_port())
+                          redis_port=redis_port, payouts_metrics_port=free_port())
         config_path = data / "hashcoop.toml"
         config_path.write_text("# written by hashcoop demo; a starting point for your own (pool/examples/ has commented ones)\n"
                                + toml_dumps(raw))

@@ -279,7 +279,8 @@ def run_soak(*, minutes: float = 60.0, peak_miners: int = 1000, peak_rate: float
     from pool.bench import stats
     from pool.bench.cli import TINY_DIFFICULTY, Bench, pool_config
     from pool.bench.loadgen import hist_merge, hist_percentile
-    from pool.bench.stack import DevNode, PoolProcess, Redis, call_all, free_port
+    from pool.bench.stack import DevNode, PoolProcess, Redis, call_all
+    from pool.demo import free_port
 
     miners = int(round(peak_miners * load_factor))
     rate = peak_rate * load_factor

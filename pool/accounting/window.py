@@ -13,8 +13,8 @@ sequence order. Entry boundaries depend only on the sequence numbers and
 the block shares, never on batching or on which process wrote what, so the
 entries can be rebuilt from the share log alone.
 
-Snapshot (the canonical definition; the Lua script in ``lua.py`` does
-exactly this and the tests hold them equal bit for bit): walk the entries
+Snapshot (the canonical definition; the Lua script ``scripts/apply.lua``
+does exactly this and the tests hold them equal bit for bit): walk the entries
 from the one ending at the block share back in time. An entry that fits in
 what is left of ``N`` is counted whole; the first one that does not is
 walked share by share, newest first, and the share straddling the window

@@ -43,9 +43,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..demo import free_port
 from . import stats
 from .loadgen import hist_merge, hist_percentile
-from .stack import DevNode, LoadGen, PoolProcess, Redis, call_all, cpu_seconds, free_port, machine_busy
+from .stack import DevNode, LoadGen, PoolProcess, Redis, call_all, cpu_seconds, machine_busy
 
 POOL_ADDRESS = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
 OTHER_MINER = "bcrt1qj4j7j704sq2yumjs0xq2hp2xhaukegh4emmvfn"  # the devnode's "rest of the network"

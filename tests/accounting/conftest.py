@@ -1,6 +1,6 @@
 import pytest
 
-from .redisproc import REDIS_SERVER, RedisProcess
+from tests.procs import REDIS_SERVER, RedisProcess
 
 
 @pytest.fixture

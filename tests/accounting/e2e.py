@@ -1,18 +1,14 @@
 """Real processes for the accounting end-to-end tests: `hashcoop devnode`,
-`hashcoop run` with Redis configured, `hashcoop miner`. Miner output is
-read by a thread that stamps every line with the time it arrived, so a
-test can tell which shares were accepted before a given moment."""
+`hashcoop run` with Redis configured (both run by tests.procs), `hashcoop
+miner`. Miner output is read by a thread that stamps every line with the
+time it arrived, so a test can tell which shares were accepted before a
+given moment."""
 from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import select
-import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -20,10 +16,9 @@ from pathlib import Path
 
 from pool.accounting.sharelog import ShareLogReader
 from pool.btc.target import difficulty_to_target, target_to_bits
-from tests.procs import wait_for  # also used by the tests that import this rig
+from tests import procs
+from tests.procs import hashcoop, write_toml
 
-
-ROOT = Path(__file__).resolve().parents[2]
 ADDRESSES = [
     "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080",
     "bcrt1psjw83ferk5eyapl0f5fpd8u50s2t39hxp4pzuttnugf0acxfwy4qwwea25",
@@ -34,120 +29,37 @@ _ACCEPTED = re.compile(r"share accepted \(\d+/\d+\) job (\S+) diff (\S+)")
 _BLOCK = re.compile(r"block candidate! hash ([0-9a-f]{64})")
 
 
-def hashcoop(*args: str, **kw) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "pool.cli", *args], cwd=ROOT, env=env, **kw)
-
-
 def bits_for(difficulty: float) -> str:
     return f"{target_to_bits(difficulty_to_target(difficulty)):08x}"
 
 
-def stop(proc: subprocess.Popen | None, sig=signal.SIGTERM, timeout: float = 15) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(sig)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+class DevNode(procs.DevNode):
+    """The stand-in at ``network_difficulty``: one block, no synthetic mempool."""
 
-
-class DevNode:
     def __init__(self, datadir: Path, network_difficulty: float):
-        self.log = open(datadir.with_suffix(".log"), "ab")
-        self.proc = hashcoop("devnode", "--rpcport", "0", "--datadir", str(datadir), "--print-ready", "--mempool-rate", "0",
-                             "--initial-blocks", "1", "--bits", bits_for(network_difficulty),
-                             stdout=subprocess.PIPE, stderr=self.log)
-        r, _, _ = select.select([self.proc.stdout], [], [], 60)
-        if not r:
-            raise RuntimeError("devnode did not start")
-        self.ready = json.loads(self.proc.stdout.readline())
-        self.url = self.ready["rpc_url"]
-        self.cookie = self.ready["cookie"]
+        super().__init__(datadir, "--mempool-rate", "0", "--initial-blocks", "1", "--bits", bits_for(network_difficulty))
 
-    def close(self) -> None:
-        stop(self.proc)
-        self.proc.stdout.close()
-        self.log.close()
+    @property
+    def cookie(self) -> str:
+        return self.cookie_path
 
 
 def pool_config(path: Path, *, node: DevNode, redis_url: str, data_dir: Path, stratum_port: int, share_difficulty: float,
                 flush_interval: float = 0.25, window_factor: float = 2.0, max_buffered_shares: int = 100_000,
                 metrics_port: int | None = None) -> Path:
-    http = "" if metrics_port is None else f"""
-[http]
-listen = "tcp:0:interface=127.0.0.1"
-operator_listen = "tcp:{metrics_port}:interface=127.0.0.1"
-"""
-    path.write_text(f"""
-[pool]
-network = "regtest"
-address = "{ADDRESSES[0]}"
-data_dir = "{data_dir}"
-
-[[nodes]]
-url = "{node.url}"
-cookie_file = "{node.cookie}"
-
-[work]
-notify_listen = ""
-poll_interval = 0.5
-
-[[stratum.ports]]
-port = {stratum_port}
-bind = "127.0.0.1"
-start_difficulty = {share_difficulty!r}
-min_difficulty = {share_difficulty!r}
-max_difficulty = {share_difficulty!r}
-vardiff = false
-
-[redis]
-url = "{redis_url}"
-prefix = "hashcoop:"
-socket_timeout = 1.0
-connect_timeout = 0.5
-
-[accounting]
-flush_interval = {flush_interval!r}
-window_factor = {window_factor!r}
-max_buffered_shares = {max_buffered_shares!r}
-""" + http)
-    return path
-
-
-class Pool:
-    def __init__(self, config: Path, port: int, log: Path):
-        self.config, self.port, self.log_path = config, port, log
-        self.proc = None
-        self.start()
-
-    def start(self) -> None:
-        self.log = open(self.log_path, "ab")
-        self.proc = hashcoop("run", "-c", str(self.config), stdout=self.log, stderr=self.log)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"pool exited: {self.log_path.read_text()[-3000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.5).close()
-                return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("pool did not listen")
-
-    def kill9(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
-        self.log.close()
-
-    def close(self) -> None:
-        stop(self.proc, timeout=30)
-        self.log.close()
-
-    def text(self) -> str:
-        return self.log_path.read_text(errors="replace")
+    config = {
+        "pool": {"network": "regtest", "address": ADDRESSES[0], "data_dir": str(data_dir)},
+        "nodes": [{"url": node.url, "cookie_file": str(node.cookie)}],
+        "work": {"notify_listen": "", "poll_interval": 0.5},
+        "stratum": {"ports": [{"port": stratum_port, "bind": "127.0.0.1", "start_difficulty": share_difficulty,
+                               "min_difficulty": share_difficulty, "max_difficulty": share_difficulty, "vardiff": False}]},
+        "redis": {"url": redis_url, "prefix": "hashcoop:", "socket_timeout": 1.0, "connect_timeout": 0.5},
+        "accounting": {"flush_interval": flush_interval, "window_factor": window_factor,
+                       "max_buffered_shares": max_buffered_shares},
+    }
+    if metrics_port is not None:
+        config["http"] = {"listen": "tcp:0:interface=127.0.0.1", "operator_listen": f"tcp:{metrics_port}:interface=127.0.0.1"}
+    return write_toml(path, config)
 
 
 class Miner:
@@ -181,7 +93,7 @@ class Miner:
         return json.loads([ln for ln in out.splitlines() if ln.startswith("{")][-1])
 
     def close(self) -> None:
-        stop(self.proc)
+        procs.stop(self.proc, 15)
 
 
 # -- what Redis holds against what the miners were told ----------------------------

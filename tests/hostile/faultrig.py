@@ -14,7 +14,6 @@ did not). The pool cannot tell it from a node: it is one.
 """
 from __future__ import annotations
 
-import base64
 import json
 import socket
 import struct
@@ -31,7 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pool.btc.hashing import hash_to_hex, sha256d
 from pool.miner.work import Job, hash_value
 
-from ..procs import free_port, wait_for  # wait_for: also for the tests that import this rig
+from tests.procs import free_port, json_rpc, write_toml
 
 # --------------------------------------------------------------------------
 # the scripted node
@@ -335,52 +334,22 @@ class Client:
 
 
 def pool_toml(path: Path, *, node_url: str, cookie: str, data_dir: Path, stratum_port: int, metrics_port: int,
-              redis_url: str | None = None, extra: str = "", address: str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080",
+              redis_url: str | None = None, address: str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080",
               share_difficulty: float = 1e-10, node_timeout: float = 10.0, stratum: dict | None = None,
               block_recheck: float = 2.0, mine_on_own_block: bool = True) -> Path:
-    stratum_keys = "".join(f"{k} = {json.dumps(v)}\n" for k, v in (stratum or {}).items())
-    text = f"""
-[pool]
-network = "regtest"
-address = "{address}"
-data_dir = "{data_dir}"
-
-[[nodes]]
-url = "{node_url}"
-cookie_file = "{cookie}"
-longpoll = false
-timeout = {node_timeout!r}
-
-[work]
-notify_listen = ""
-poll_interval = 0.5
-refresh_interval = 1.0
-block_recheck_interval = {block_recheck!r}
-mine_on_own_block = {json.dumps(mine_on_own_block)}
-
-[stratum]
-{stratum_keys}
-[[stratum.ports]]
-port = {stratum_port}
-bind = "127.0.0.1"
-start_difficulty = {share_difficulty!r}
-min_difficulty = {share_difficulty!r}
-max_difficulty = {share_difficulty!r}
-vardiff = false
-
-[http]
-listen = "tcp:{free_port()}:interface=127.0.0.1"
-operator_listen = "tcp:{metrics_port}:interface=127.0.0.1"
-"""
+    config = {
+        "pool": {"network": "regtest", "address": address, "data_dir": str(data_dir)},
+        "nodes": [{"url": node_url, "cookie_file": str(cookie), "longpoll": False, "timeout": node_timeout}],
+        "work": {"notify_listen": "", "poll_interval": 0.5, "refresh_interval": 1.0, "block_recheck_interval": block_recheck,
+                 "mine_on_own_block": mine_on_own_block},
+        "stratum": {**(stratum or {}),
+                    "ports": [{"port": stratum_port, "bind": "127.0.0.1", "start_difficulty": share_difficulty,
+                               "min_difficulty": share_difficulty, "max_difficulty": share_difficulty, "vardiff": False}]},
+        "http": {"listen": f"tcp:{free_port()}:interface=127.0.0.1", "operator_listen": f"tcp:{metrics_port}:interface=127.0.0.1"},
+    }
     if redis_url:
-        text += f"""
-[redis]
-url = "{redis_url}"
-socket_timeout = 1.0
-connect_timeout = 0.5
-"""
-    path.write_text(text + extra)
-    return path
+        config["redis"] = {"url": redis_url, "socket_timeout": 1.0, "connect_timeout": 0.5}
+    return write_toml(path, config)
 
 
 def metrics(port: int, timeout: float = 10.0) -> dict[tuple[str, tuple], float]:
@@ -428,14 +397,7 @@ def read_journal(path: Path) -> dict[str, JournalBlock]:
 
 def rpc(url: str, cookie: str, method: str, *params, timeout: float = 30):
     """A call straight to the devnode; returns (result, error)."""
-    body = json.dumps({"id": 1, "method": method, "params": list(params)}).encode()
-    req = urllib.request.Request(url, body, {"Content-Type": "application/json"})
-    req.add_header("Authorization", "Basic " + base64.b64encode(Path(cookie).read_text().strip().encode()).decode())
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            reply = json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        reply = json.loads(e.read())
+    reply = json_rpc(url, Path(cookie).read_bytes(), method, params, timeout=timeout)
     return reply.get("result"), reply.get("error")
 
 

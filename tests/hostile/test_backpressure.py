@@ -18,10 +18,10 @@ import orjson
 import pytest
 
 from stratum.protocol import FLUSH_EVERY
+from tests.procs import ROOT
 
 from .conftest import full
 from .peers import ADDR, CLASSES, NO_REPLY, feed
-from .procs import ROOT
 from .swarm import Swarm
 from .test_connections import server  # noqa: F401  (the fixture)
 

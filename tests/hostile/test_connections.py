@@ -12,8 +12,10 @@ import time
 
 import pytest
 
+from tests.procs import ROOT
+
 from .conftest import full
-from .procs import ROOT, StratumProc
+from .procs import StratumProc
 from .swarm import Swarm
 
 pytestmark = pytest.mark.hostile

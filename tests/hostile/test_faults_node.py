@@ -23,12 +23,10 @@ import time
 import pytest
 
 from payouts.maturity import NodeView, decide
-from tests.accounting.e2e import Pool
-from tests.accounting.redisproc import REDIS_SERVER, RedisProcess
-from tests.procs import DevNode, free_port
+from tests.procs import REDIS_SERVER, DevNode, PoolProcess, RedisProcess, free_port, wait_for
 
 from .conftest import full
-from .faultrig import Answer, Client, ScriptedNode, metric, metrics, pool_toml, read_journal, rpc, wait_for
+from .faultrig import Answer, Client, ScriptedNode, metric, metrics, pool_toml, read_journal, rpc
 
 pytestmark = pytest.mark.hostile
 MINER = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
@@ -45,10 +43,10 @@ def start_pool(tmp_path, node_url: str, cookie, **toml):
     port, mport = free_port(), free_port()
     cfg = pool_toml(tmp_path / "pool.toml", node_url=node_url, cookie=cookie, data_dir=tmp_path / "data",
                     stratum_port=port, metrics_port=mport, **toml)
-    return Pool(cfg, port, tmp_path / "pool.log"), port, mport, tmp_path / "data" / "found-blocks.jsonl"
+    return PoolProcess(cfg, tmp_path / "pool.log", port), port, mport, tmp_path / "data" / "found-blocks.jsonl"
 
 
-def pool_log_errors(pool: Pool) -> list[str]:
+def pool_log_errors(pool: PoolProcess) -> list[str]:
     return [ln for ln in pool.text().splitlines() if "Traceback" in ln or "Unhandled" in ln]
 
 

@@ -23,9 +23,8 @@ import time
 
 import pytest
 
-from tests.accounting.e2e import ADDRESSES, DevNode, Miner, Pool, accounted, check_credited, pool_config, wait_for
-from tests.accounting.redisproc import REDIS_SERVER, RedisProcess
-from tests.procs import free_port
+from tests.accounting.e2e import ADDRESSES, DevNode, Miner, accounted, check_credited, pool_config
+from tests.procs import REDIS_SERVER, PoolProcess, RedisProcess, free_port, wait_for
 
 from .conftest import full
 from .faultrig import metric, metrics
@@ -43,7 +42,7 @@ def test_redis_killed_under_load_shares_buffered_spilled_and_replayed_exactly_on
     port, mport = free_port(), free_port()
     cfg = pool_config(tmp_path / "pool.toml", node=node, redis_url=redis.url, data_dir=tmp_path / "data", stratum_port=port,
                       share_difficulty=SHARE_DIFF, max_buffered_shares=MAX_BUFFERED, metrics_port=mport)
-    pool = Pool(cfg, port, tmp_path / "pool.log")
+    pool = PoolProcess(cfg, tmp_path / "pool.log", port)
     miners: list[Miner] = []
     recover = []
     answered_while_down = 0

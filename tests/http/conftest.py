@@ -1,6 +1,6 @@
 import pytest
 
-from tests.accounting.redisproc import REDIS_SERVER
+from tests.procs import REDIS_SERVER
 
 from .rig import start
 

@@ -18,9 +18,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.accounting.e2e import ADDRESSES, Miner, Pool
-from tests.accounting.redisproc import RedisProcess, free_port
-from tests.procs import DevNode, wait_for
+from tests.accounting.e2e import ADDRESSES, Miner
+from tests.procs import DevNode, PoolProcess, RedisProcess, free_port, wait_for, write_toml
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,7 +41,7 @@ class Rig:
     tmp: Path
     redis: RedisProcess
     node: DevNode
-    pool: Pool
+    pool: PoolProcess
     pool_address: str
     public: str
     operator: str
@@ -96,66 +95,24 @@ def start(tmp: Path) -> Rig:
     pool_address = node.rpc("getnewaddress")
     port, public, operator = free_port(), free_port(), free_port()
     dead = free_port()  # nothing listens here: a backup node that is down
-    cfg = tmp / "pool.toml"
-    cfg.write_text(f"""
-[pool]
-network = "regtest"
-address = "{pool_address}"
-data_dir = "{tmp / 'data'}"
-
-[[nodes]]
-url = "{node.url}"
-cookie_file = "{node.cookie_path}"
-
-[[nodes]]
-name = "backup"
-url = "http://127.0.0.1:{dead}"
-user = "u"
-password = "p"
-longpoll = false
-timeout = 2
-
-[work]
-notify_listen = ""
-poll_interval = 0.5
-
-[[stratum.ports]]
-port = {port}
-bind = "127.0.0.1"
-start_difficulty = {SHARE_DIFF!r}
-min_difficulty = {SHARE_DIFF!r}
-max_difficulty = {SHARE_DIFF!r}
-vardiff = false
-
-[redis]
-url = "{redis.url}"
-socket_timeout = 2.0
-
-[accounting]
-worker_offline_after = {OFFLINE_AFTER}
-window_difficulty = {WINDOW_DIFF}
-
-[database]
-url = "sqlite:///{tmp / 'data' / 'payouts.sqlite'}"
-
-[payouts]
-fee_percent = 1.0
-min_payout_sat = 1000
-tx_fee_payer = "pool"
-fee_rate_sat_vb = 2.0
-payment_confirmations = 2
-wallet = "pool"
-
-[http]
-listen = "tcp:{public}:interface=127.0.0.1"
-operator_listen = "tcp:{operator}:interface=127.0.0.1"
-operator_token = "{TOKEN}"
-cors_origins = ["{CORS_ORIGIN}"]
-per_worker_metrics = true
-cache_seconds = 1
-refresh_seconds = 2
-""")
-    pool = Pool(cfg, port, tmp / "pool.log")
+    cfg = write_toml(tmp / "pool.toml", {
+        "pool": {"network": "regtest", "address": pool_address, "data_dir": str(tmp / "data")},
+        "nodes": [{"url": node.url, "cookie_file": str(node.cookie_path)},
+                  {"name": "backup", "url": f"http://127.0.0.1:{dead}", "user": "u", "password": "p", "longpoll": False,
+                   "timeout": 2}],
+        "work": {"notify_listen": "", "poll_interval": 0.5},
+        "stratum": {"ports": [{"port": port, "bind": "127.0.0.1", "start_difficulty": SHARE_DIFF, "min_difficulty": SHARE_DIFF,
+                               "max_difficulty": SHARE_DIFF, "vardiff": False}]},
+        "redis": {"url": redis.url, "socket_timeout": 2.0},
+        "accounting": {"worker_offline_after": OFFLINE_AFTER, "window_difficulty": WINDOW_DIFF},
+        "database": {"url": f"sqlite:///{tmp / 'data' / 'payouts.sqlite'}"},
+        "payouts": {"fee_percent": 1.0, "min_payout_sat": 1000, "tx_fee_payer": "pool", "fee_rate_sat_vb": 2.0,
+                    "payment_confirmations": 2, "wallet": "pool"},
+        "http": {"listen": f"tcp:{public}:interface=127.0.0.1", "operator_listen": f"tcp:{operator}:interface=127.0.0.1",
+                 "operator_token": TOKEN, "cors_origins": [CORS_ORIGIN], "per_worker_metrics": True, "cache_seconds": 1,
+                 "refresh_seconds": 2},
+    })
+    pool = PoolProcess(cfg, tmp / "pool.log", port)
     rig = Rig(tmp, redis, node, pool, pool_address, f"http://127.0.0.1:{public}", f"http://127.0.0.1:{operator}", port)
     try:
         wait_for(lambda: _answers(rig.public), 30, what="the HTTP listener")

@@ -6,18 +6,14 @@ sockets in the test. The same rules on a clock: tests/http/test_limits.py."""
 from __future__ import annotations
 
 import errno
-import json
-import os
 import selectors
 import socket
-import subprocess
-import sys
 import time
 
 import pytest
 
 from tests.hostile.conftest import figures, full  # noqa: F401 - figures is a fixture
-from tests.hostile.procs import ROOT, _line
+from tests.procs import ServeProcess
 
 pytestmark = pytest.mark.hostile
 
@@ -25,22 +21,13 @@ BUFFER = 65536  # Twisted's transport bufferSize: output beyond it pauses the ch
 APP_JS = b"GET /static/app.js HTTP/1.1\r\nHost: pool\r\n\r\n"
 
 
-class HttpProc:
+class HttpProc(ServeProcess):
     """The HTTP side in its own process (tests/http/serve.py)."""
 
     def __init__(self, log, **opts):
-        self.log_path = log
-        self._log = open(log, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "tests.http.serve", json.dumps(opts)], cwd=ROOT,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
-                                     env=dict(os.environ, PYTHONUNBUFFERED="1"))
-        ready = _line(self.proc, 60)
+        super().__init__("tests.http.serve", log)
+        ready = self.spawn(opts)
         self.port, self.plain_port, self.pid = ready["port"], ready["plain_port"], ready["pid"]
-
-    def stats(self) -> dict:
-        self.proc.stdin.write(b'{"cmd": "stats"}\n')
-        self.proc.stdin.flush()
-        return _line(self.proc, 30)
 
     def wait_stats(self, cond, timeout: float, every: float = 0.05) -> tuple[dict, float]:
         """Polls until ``cond(stats)``; (the last stats, seconds waited)."""
@@ -51,24 +38,6 @@ class HttpProc:
                 return st, time.monotonic() - t0
             time.sleep(every)
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.proc.stdin.write(b'{"cmd": "quit"}\n')
-                self.proc.stdin.flush()
-                self.proc.wait(10)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait()
-        for f in (self.proc.stdin, self.proc.stdout):
-            f.close()
-        self._log.close()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def errors(self) -> list[str]:
-        return [line for line in self.log().splitlines() if "Traceback" in line or "Unhandled" in line or " ERROR " in line]
 
 
 @pytest.fixture
@@ -383,7 +352,7 @@ def test_idle_connections_are_capped_and_closed_and_a_normal_client_still_gets_p
     st, _ = srv.wait_stats(lambda st: st["fds"] <= fds0, timeout=5)
     assert st["fds"] <= fds0
     # one log line for the refusals (the next would sum up the following minute)
-    lines = [ln for ln in srv.log().splitlines() if "refused" in ln]
+    lines = [ln for ln in srv.text().splitlines() if "refused" in ln]
     assert len(lines) == 1, lines
     figures("http idle connections", attempted=len(socks), admitted=total,
             refused_per_ip=int(st["refused"]["reason=per-ip-limit"]), refused_total=int(st["refused"]["reason=max-connections"]),

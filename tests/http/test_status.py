@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.accounting.e2e import ROOT
+from tests.procs import ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +54,7 @@ def test_status_without_redis_or_when_it_is_down(tmp_path, rig):
     res = status("-c", str(no_redis))
     assert res.returncode == 2 and "[redis] is not configured" in res.stderr
     down = tmp_path / "down.toml"
-    from tests.accounting.redisproc import free_port
+    from tests.procs import free_port
 
     down.write_text(text.replace(rig.redis.url, f"redis://127.0.0.1:{free_port()}/0"))
     res = status("-c", str(down), "--no-node")

@@ -20,7 +20,7 @@ from pool.http.reads import Reads
 from pool.http.service import STATIC_DIR
 from pool.http.watch import WithholdingWatch
 from pool.metrics import Metrics
-from tests.accounting.redisproc import REDIS_SERVER, RedisProcess
+from tests.procs import REDIS_SERVER, RedisProcess
 from tests.accounting.test_redis_apply import T0, Applier, share
 
 from .test_units import ADDR, TOKEN, call, config

@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import socket
 import sys
 
 from twisted.internet import defer, protocol, task
@@ -24,19 +23,13 @@ from pool.node import NodeSet
 from pool.rpc import NodeClient, RPCError, RPCTransportError
 from pool.tipwatch import NotifyListener
 from pool.work import WorkSource
+from tests.procs import free_port
 
 from .test_blocks import found as recorded_found
 from .test_tipwatch import REPO
 
 ADDRESS = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
 
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class _Devnode(protocol.ProcessProtocol):

@@ -30,6 +30,7 @@ from pool.tipwatch import (
     notify_listen_from_config,
     split_endpoint,
 )
+from tests.procs import free_port
 
 from .helpers import FakeNodeSet, down, template, tip
 
@@ -207,10 +208,7 @@ def run_notify(*args, env=None, timeout=30):
 
 
 def test_notify_exits_fast_and_clearly_when_the_pool_is_not_there(tmp_path):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
+    port = free_port()
     cfg = tmp_path / "pool.toml"
     cfg.write_text(f'[work]\nnotify_listen = "tcp:{port}:interface=127.0.0.1"\n')
     rc, err, took = run_notify("-c", str(cfg), HASH)
@@ -446,10 +444,7 @@ class ZMQHashblockTest(unittest.TestCase):
     @defer.inlineCallbacks
     def test_subscriber_started_before_the_publisher_exists(self):
         self.pub.close(linger=0)
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
+        port = free_port()
         self.sub.stop()
         self.sub = ZMQHashblock(self.reactor, f"tcp://127.0.0.1:{port}", lambda h, src: self.hints.append((h, src)))
         self.sub.start()
@@ -490,10 +485,7 @@ class ZMQHashblockTest(unittest.TestCase):
     def test_an_endpoint_nobody_serves_is_reported_once(self):
         records = LogRecords("hashcoop.tipwatch")
         self.addCleanup(records.close)
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
+        port = free_port()
         self.sub = ZMQHashblock(self.reactor, f"tcp://127.0.0.1:{port}", lambda h, src: self.hints.append((h, src)),
                                 connect_warning=0.2)
         self.sub.start()

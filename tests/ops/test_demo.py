@@ -19,7 +19,8 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.ops.stack import ROOT, free_port, http_get, http_json
+from tests.ops.stack import http_get, http_json
+from tests.procs import ROOT, free_port
 
 BLOCK_INTERVAL = 0.5  # the stand-in's "rest of the network": 101 blocks in under a minute
 LIMIT = 200  # seconds for a block and a payout

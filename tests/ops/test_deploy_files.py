@@ -8,7 +8,6 @@ import http.server
 import json
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +18,7 @@ import yaml
 
 from pool.config import load_config
 from tests.ops.tools import compose, tool
+from tests.procs import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
@@ -262,10 +262,7 @@ def test_healthcheck_script(tmp_path):
 
     server = http.server.HTTPServer(("127.0.0.1", 0), OK)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    closed = socket.socket()
-    closed.bind(("127.0.0.1", 0))
-    dead = closed.getsockname()[1]
-    closed.close()
+    dead = free_port()
     port = server.server_address[1]
     script = str(DOCKER / "healthcheck.py")
     try:

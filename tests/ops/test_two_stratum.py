@@ -13,8 +13,8 @@ import sys
 import pytest
 
 from pool.btc.target import DIFF1_TARGET, target_to_bits
-from tests.ops.stack import PoolProcess, Redis, free_port, subscribe
-from tests.procs import DevNode, Miner
+from tests.ops.stack import subscribe
+from tests.procs import DevNode, Miner, PoolProcess, RedisProcess, free_port
 
 MINERS = [  # (address, worker, instance it mines on)
     ("bcrt1qqqqsyqcyq5rqwzqfpg9scrgwpugpzysnard0ew", "a0", 0),
@@ -28,7 +28,7 @@ MINING_SECONDS = 25
 PROBES = 20  # extra sessions per process, for the extranonce1 check
 
 
-def config(instance: int, node: DevNode, redis: Redis, tmp, ports: list[int], ledger: str, address: str) -> dict:
+def config(instance: int, node: DevNode, redis: RedisProcess, tmp, ports: list[int], ledger: str, address: str) -> dict:
     stratum = {"ports": [{"port": port, "bind": "127.0.0.1", "start_difficulty": SHARE_DIFFICULTY,
                           "min_difficulty": SHARE_DIFFICULTY, "max_difficulty": SHARE_DIFFICULTY, "vardiff": False}
                          for port in ports]}
@@ -47,7 +47,7 @@ def config(instance: int, node: DevNode, redis: Redis, tmp, ports: list[int], le
 
 @pytest.fixture
 def stack(tmp_path):
-    redis = Redis(tmp_path / "redis")
+    redis = RedisProcess(tmp_path / "redis", persistent=True, appendfsync="everysec").start()  # as docs/redis.md asks
     bits = target_to_bits(int(DIFF1_TARGET / NETWORK_DIFFICULTY))
     node = DevNode(tmp_path / "node", "--bits", f"{bits:08x}", "--mempool-rate", "0", "--initial-blocks", "1")
     ledger = "sqlite:///" + str(tmp_path / "ledger.sqlite")
@@ -60,7 +60,8 @@ def stack(tmp_path):
     shared = free_port()
     listen = [[own[i], shared] for i in (0, 1)]
     probe_ports = [shared, shared]
-    pools = [PoolProcess(tmp_path / f"run-{i}", config(i, node, redis, tmp_path, listen[i], ledger, address)) for i in (0, 1)]
+    pools = [PoolProcess.from_dict(tmp_path / f"run-{i}", config(i, node, redis, tmp_path, listen[i], ledger, address))
+             for i in (0, 1)]
     try:
         for p, port in zip(pools, own):
             p.wait_listening(port)
@@ -69,7 +70,7 @@ def stack(tmp_path):
         for p in pools:
             p.stop()
         node.close()
-        redis.close()
+        redis.stop()
 
 
 def test_two_stratum_processes_share_one_redis_without_doubles_losses_or_extranonce_collisions(stack, tmp_path):

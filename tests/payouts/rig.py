@@ -3,13 +3,12 @@ wallet, `hashcoop run` with Redis accounting, CPU miners, and
 `hashcoop payouts` runs."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.procs import DevNode
+from tests.procs import DevNode, write_toml
 
 ROOT = Path(__file__).resolve().parents[2]
 OTHER = "bcrt1qj4j7j704sq2yumjs0xq2hp2xhaukegh4emmvfn"  # the rest of the network
@@ -33,46 +32,19 @@ def write_config(path: Path, *, node, pool_address: str, data_dir: Path, db_url:
     p = {"fee_percent": 1.0, "fee_address": FEE_ADDRESS, "min_payout_sat": 1000, "max_outputs": 2, "tx_fee_payer": "pool",
          "fee_rate_sat_vb": 2.0, "payment_confirmations": 2, "interval": 1.0, "wallet": "pool", "lease_ttl": 30.0}
     p.update(payouts or {})
-    lines = [f"{k} = {json.dumps(v)}" for k, v in p.items()]
-    text = f"""
-[pool]
-network = "regtest"
-address = "{pool_address}"
-data_dir = "{data_dir}"
-
-[[nodes]]
-url = "{node.url}"
-cookie_file = "{node.cookie_path}"
-
-[work]
-notify_listen = ""
-poll_interval = 0.5
-
-[[stratum.ports]]
-port = {stratum_port or 3333}
-bind = "127.0.0.1"
-start_difficulty = {share_difficulty!r}
-min_difficulty = {share_difficulty!r}
-max_difficulty = {share_difficulty!r}
-vardiff = false
-
-[database]
-url = "{db_url}"
-
-[payouts]
-{chr(10).join(lines)}
-"""
+    config = {
+        "pool": {"network": "regtest", "address": pool_address, "data_dir": str(data_dir)},
+        "nodes": [{"url": node.url, "cookie_file": str(node.cookie_path)}],
+        "work": {"notify_listen": "", "poll_interval": 0.5},
+        "stratum": {"ports": [{"port": stratum_port or 3333, "bind": "127.0.0.1", "start_difficulty": share_difficulty,
+                               "min_difficulty": share_difficulty, "max_difficulty": share_difficulty, "vardiff": False}]},
+        "database": {"url": db_url},
+        "payouts": p,
+    }
     if redis_url:
-        text += f"""
-[redis]
-url = "{redis_url}"
-socket_timeout = 2.0
-
-[accounting]
-window_difficulty = {window_difficulty!r}
-"""
-    path.write_text(text)
-    return path
+        config["redis"] = {"url": redis_url, "socket_timeout": 2.0}
+        config["accounting"] = {"window_difficulty": window_difficulty}
+    return write_toml(path, config)
 
 
 def payouts(config: Path, *args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:

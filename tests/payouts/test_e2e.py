@@ -23,9 +23,8 @@ from payouts.db import make_engine
 from payouts.ledger import Ledger
 from payouts.pplns import split_reward
 from pool.accounting.sharelog import ShareLogReader
-from tests.accounting.e2e import Miner, Pool
-from tests.accounting.redisproc import REDIS_SERVER, RedisProcess, free_port
-from tests.procs import wait_for
+from tests.accounting.e2e import Miner
+from tests.procs import REDIS_SERVER, PoolProcess, RedisProcess, free_port, wait_for
 
 from .rig import MINERS, OTHER, coinbase_to, payouts, sends_by_address, wallet_node, write_config
 
@@ -49,7 +48,7 @@ def test_blocks_mature_credit_pay_and_verify_with_a_reorg(tmp_path):
     pool = None
     miners = []
     try:
-        pool = Pool(cfg, port, tmp_path / "pool.log")
+        pool = PoolProcess(cfg, tmp_path / "pool.log", port)
         for i, addr in enumerate(MINERS):
             miners.append(Miner(port, addr, f"cpu{i}", "--max-shares", "12", log=tmp_path / f"miner{i}.log"))
         for m in miners:

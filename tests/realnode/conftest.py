@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.accounting.redisproc import REDIS_SERVER, RedisProcess
+from tests.procs import REDIS_SERVER, PoolProcess, RedisProcess
 
 from .core import CoreNode, Minerd
-from .rig import PoolProcess
 
 
 @pytest.fixture
@@ -51,11 +50,12 @@ def redis_server(tmp_path):
 
 @pytest.fixture
 def pool_process(tmp_path):
-    """``pool_process(config_dict, name="pool")`` -> a running ``hashcoop run`` (:class:`PoolProcess`)."""
+    """``pool_process(config_dict, name="pool")`` -> a running ``hashcoop run``
+    (:class:`PoolProcess`), listening on its first Stratum port."""
     pools: list[PoolProcess] = []
 
     def make(config: dict, name: str = "pool") -> PoolProcess:
-        p = PoolProcess(config, tmp_path / name)
+        p = PoolProcess.from_dict(tmp_path / name, config, config["stratum"]["ports"][0]["port"])
         pools.append(p)
         return p
 

@@ -19,8 +19,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.ops.stack import stop
-from tests.procs import free_port, json_rpc
+from tests.procs import free_port, json_rpc, stop
 
 COIN = 100_000_000
 

@@ -1,6 +1,6 @@
-"""The pool around real Bitcoin Core: its configuration as data, the pool as
-a ``hashcoop run`` process (``tests.ops.stack.PoolProcess``), and a bare
-Stratum client that stamps every ``mining.notify`` with the time it arrived."""
+"""The pool around real Bitcoin Core: its configuration as data (run by
+``tests.procs.PoolProcess``), and a bare Stratum client that stamps every
+``mining.notify`` with the time it arrived."""
 from __future__ import annotations
 
 import json
@@ -9,10 +9,8 @@ import threading
 import time
 from pathlib import Path
 
-from tests.ops.stack import PoolProcess as _PoolProcess
 from pool.btc.hashing import hash_to_hex
 from pool.jobs import stratum_prevhash
-from tests.procs import free_port, wait_for
 
 from .core import CoreNode
 
@@ -45,17 +43,6 @@ def pool_config(nodes: list[CoreNode], *, port: int, data_dir: Path, address: st
     for section, values in (extra or {}).items():
         cfg[section] = {**cfg.get(section, {}), **values}
     return cfg
-
-
-class PoolProcess(_PoolProcess):
-    """``hashcoop run`` on ``config``, started and listening on its first Stratum port."""
-
-    def __init__(self, config: dict, directory: Path, env: dict | None = None):
-        super().__init__(Path(directory), config, env)
-        self.port = config["stratum"]["ports"][0]["port"]
-        self.wait_listening(self.port)
-
-    close = _PoolProcess.stop
 
 
 class Probe:
@@ -116,5 +103,4 @@ def stratum_prev_to_hash(prev: str) -> str:
     return hash_to_hex(bytes.fromhex(stratum_prevhash(bytes.fromhex(prev))))
 
 
-__all__ = ["MINER_A", "MINER_B", "OTHER", "POOL_ADDR", "PoolProcess", "Probe", "free_port", "pool_config", "stratum_prev_to_hash",
-           "wait_for"]
+__all__ = ["MINER_A", "MINER_B", "OTHER", "POOL_ADDR", "Probe", "pool_config", "stratum_prev_to_hash"]

@@ -38,9 +38,10 @@ from datetime import datetime
 import pytest
 
 from tests.hostile.faultrig import read_journal
+from tests.procs import free_port, wait_for
 
 from .core import COIN, CoreNode
-from .rig import MINER_A, OTHER, POOL_ADDR, Probe, free_port, pool_config, wait_for
+from .rig import MINER_A, OTHER, POOL_ADDR, Probe, pool_config
 
 pytestmark = pytest.mark.bitcoind(needs=("MINERD",))
 

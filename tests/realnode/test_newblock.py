@@ -27,7 +27,9 @@ import time
 
 import pytest
 
-from .rig import MINER_A, OTHER, Probe, free_port, pool_config, wait_for
+from tests.procs import free_port, wait_for
+
+from .rig import MINER_A, OTHER, Probe, pool_config
 
 pytestmark = pytest.mark.bitcoind(needs=("BITCOIN_CLI",))
 

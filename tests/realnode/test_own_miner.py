@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from tests.procs import Miner
+from tests.procs import Miner, free_port, wait_for
 
-from .rig import MINER_A, OTHER, POOL_ADDR, free_port, pool_config, wait_for
+from .rig import MINER_A, OTHER, POOL_ADDR, pool_config
 
 pytestmark = pytest.mark.bitcoind
 

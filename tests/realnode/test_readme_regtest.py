@@ -8,16 +8,15 @@ test runs beside anything else."""
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.ops.stack import http_get, stop, wait_port
-from tests.procs import ROOT, hashcoop
+from tests.ops.stack import http_get
+from tests.procs import ROOT, PoolProcess, free_port, wait_for
 
-from .rig import MINER_A, OTHER, free_port, wait_for
+from .rig import MINER_A, OTHER
 
 pytestmark = pytest.mark.bitcoind(needs=("BITCOIN_CLI", "MINERD"))
 
@@ -51,10 +50,8 @@ def test_the_readme_regtest_walkthrough(tmp_path, core, minerd):
         text, n = re.subn(pattern, lambda _m, v=value: v, text, count=1)
         assert n == 1, f"the example no longer has {pattern}"
     toml.write_text(text)
-    log = open(tmp_path / "pool.log", "ab")
-    pool = hashcoop("run", "-c", str(toml), stdout=log, stderr=subprocess.STDOUT)
+    pool = PoolProcess(toml, tmp_path / "pool.log", stratum)
     try:
-        wait_port(stratum, pool, 60, what="hashcoop run")
         start = node.rpc("getblockcount")
         miner = minerd(stratum, f"{MINER_A}.cpu")
         wait_for(lambda: node.rpc("getblockcount") >= start + 3 and miner.counts()[0] >= 3, timeout=120,
@@ -73,11 +70,10 @@ def test_the_readme_regtest_walkthrough(tmp_path, core, minerd):
         since = [node.rpc("getblockhash", h) for h in range(start + 1, node.rpc("getblockcount") + 1)]
         failed = [line for line in node.tail(1_000_000).splitlines() if "runCommand error" in line]
         assert not [b for b in since if any(b in line for line in failed)], failed
-        text = (tmp_path / "pool.log").read_text()
+        text = pool.text()
         assert "invalid configuration" not in text and "Traceback" not in text, text[-2000:]
     finally:
-        stop(pool)
-        log.close()
+        pool.stop()
 
 
 def reports(port: int) -> dict[str, float]:

@@ -29,9 +29,10 @@ from pathlib import Path
 import pytest
 
 from tests.hostile.faultrig import read_journal
+from tests.procs import free_port, wait_for
 
 from .core import COIN, IN_FLIGHT, CoreNode
-from .rig import SIGNET_OTHER, free_port, pool_config, wait_for
+from .rig import SIGNET_OTHER, pool_config
 
 pytestmark = pytest.mark.bitcoind(needs=("MINERD",))
 

@@ -294,7 +294,7 @@ def _server(reactor, port, reuse):
 def test_two_servers_share_a_port_with_reuse_port():
     from twisted.internet.epollreactor import EPollReactor
 
-    from pool.bench.stack import free_port
+    from tests.procs import free_port
 
     r = EPollReactor()
     port = free_port()
@@ -409,7 +409,7 @@ def test_lean_transport_derives_what_twisted_stores():
     from twisted.internet.epollreactor import EPollReactor
     from twisted.internet.protocol import Factory, Protocol
 
-    from pool.bench.stack import free_port
+    from tests.procs import free_port
     from stratum.transport import LeanServer, listen
 
     r = EPollReactor()
