@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import os
 import socket
-from contextlib import contextmanager
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 

@@ -41,7 +41,7 @@ from pool.btc.block import parse_tx
 from pool.btc.hashing import hash_to_hex
 from pool.rpc import NodeClient, RPCError, RPCTransportError
 
-from .ledger import BlockSnapshot, Ledger, LeaseLost, LedgerError
+from .ledger import BlockSnapshot, LeaseLost, Ledger, LedgerError
 from .maturity import NodeView, decide
 from .payments import Payee, check_funded, plan_batches, reconcile
 from .pplns import build_report, canonical_json, report_digest, split_reward

@@ -18,6 +18,7 @@ stops after them.
 from __future__ import annotations
 
 import logging
+
 from twisted.application.service import Service
 from twisted.internet import defer
 

@@ -53,9 +53,9 @@ from typing import Callable, Iterable
 from twisted.application.service import Service
 from twisted.internet import defer
 
-from .btc.target import bits_difficulty
 from .btc.block import parse_header
 from .btc.hashing import hex_to_hash
+from .btc.target import bits_difficulty
 from .template import Template, signet_needs_solution, successor
 from .tipwatch import BestHashPoller, LongPoller, NotifyListener, ZMQHashblock
 

@@ -22,9 +22,11 @@ from pathlib import Path
 
 import redis
 
-from pool.demo import find_redis_server
-from pool.demo import free_port  # noqa: F401 (the tests' one free_port: import it from here)
-from pool.demo import toml_dumps
+from pool.demo import (
+    find_redis_server,
+    free_port,  # noqa: F401 (the tests' one free_port: import it from here)
+    toml_dumps,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,8 +8,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pool.withholding import (FlagLog, Tally, is_flagged, judge, lambda_threshold, log_poisson_cdf, p_value,
-                              share_expectation, suspects)
+from pool.withholding import (
+    FlagLog,
+    Tally,
+    is_flagged,
+    judge,
+    lambda_threshold,
+    log_poisson_cdf,
+    p_value,
+    share_expectation,
+    suspects,
+)
 
 
 def exact_cdf(k: int, lam: Fraction, terms: int = 400) -> float:

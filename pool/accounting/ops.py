@@ -27,8 +27,8 @@ import gc
 import math
 import sys
 import time
-from math import isfinite
 from dataclasses import dataclass
+from math import isfinite
 
 import orjson
 

@@ -22,10 +22,10 @@ from twisted.python.threadpool import ThreadPool
 
 from pool.events import BlockFound, BlockStatus, ShareAccepted, ShareRejected
 
+from .journal import Journal
 from .keys import Keys
 from .model import Collector
 from .ops import Settings
-from .journal import Journal
 from .writer import DEFAULT_MAX_BUFFERED, Item, RedisWriter, Report, append, recover, redis_client, spill
 
 log = logging.getLogger("hashcoop.accounting")

@@ -315,7 +315,6 @@ class Bench:
         evalsha = cmdstats.get("cmdstat_evalsha") or cmdstats.get("cmdstat_eval") or {}
         after = [p.stats() for p in pools]
         flush = [stats.histogram_delta(a.get("flush_seconds", {}), b.get("flush_seconds", {})) for a, b in zip(after, before)]
-        batch = [stats.histogram_delta(a.get("batch_shares", {}), b.get("batch_shares", {})) for a, b in zip(after, before)]
         return {
             "generator_accepted": gen_acc, "redis_accepted": redis_acc, "exact": gen_acc == redis_acc,
             "generator_rejected": gen_rej, "redis_rejected": redis_rej,

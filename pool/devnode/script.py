@@ -23,10 +23,10 @@ from pool.btc.bech32 import (
     BECH32M_CONST,
     CHARSET,
     Bech32Error,
-    hrp_expand,
-    polymod,
     bech32_decode,
     convertbits,
+    hrp_expand,
+    polymod,
 )
 from pool.btc.hashing import sha256d
 

@@ -35,14 +35,14 @@ from twisted.internet.interfaces import IReactorTime
 from pool.btc.address import NETWORKS, script_to_address
 
 from .chain import Chain, TipChanged
-from .http import SERVER_TIMEOUT, HttpRequest, HttpResponse, RpcHttpFactory
 from .consensus import REGTEST_BITS, hash160
+from .http import SERVER_TIMEOUT, HttpRequest, HttpResponse, RpcHttpFactory
 from .mempool import Faucet, MempoolReject, p2wpkh_script
 from .rpc import (
     RPC_CLIENT_NOT_CONNECTED,
-    RPC_MISC_ERROR,
     RPC_INVALID_REQUEST,
     RPC_METHOD_NOT_FOUND,
+    RPC_MISC_ERROR,
     RPC_PARSE_ERROR,
     TEMPLATE_REFRESH_SECONDS,
     Rpc,

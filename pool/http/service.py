@@ -12,7 +12,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.python.threadpool import ThreadPool
 
 from .api import App, Root
-from .bounds import Bounds, BoundedSite
+from .bounds import BoundedSite, Bounds
 from .live import Live
 from .reads import Reads
 from .sinks import MetricsSink

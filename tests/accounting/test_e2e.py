@@ -12,7 +12,6 @@ import pytest
 
 from pool.accounting.read import AccountingReader
 from pool.accounting.sharelog import ShareLogReader
-
 from tests.procs import REDIS_SERVER, PoolProcess, RedisProcess, free_port, wait_for
 
 from .e2e import ADDRESSES, DevNode, Miner, accounted, check_credited, logged_by_address, pool_config

@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import math
+import struct
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import struct
 
 from pool.accounting.hashrate import WINDOWS, bucket_index, hashrate, resolution_for, series, unpack_days, window_hashrate
 from pool.accounting.keys import SERIES

@@ -312,7 +312,6 @@ def test_a_restarted_pool_and_redis_show_the_same_state(tmp_path):
     rounds, window and snapshots read back the same, and accounting goes on
     from where it was (one sequence, the open round continues)."""
     from pool.accounting.read import AccountingReader
-
     from tests.procs import RedisProcess
 
     rp = RedisProcess(tmp_path / "redis", persistent=True).start()

@@ -10,8 +10,17 @@ from hypothesis import strategies as st
 
 from pool.accounting.model import LoggedShare
 from pool.accounting.window import (
-    Entry, NdReference, WindowModel, add_share, align_down, build_entries, keep_target, recompute_snapshot, trim_count,
-    walk, window_target,
+    Entry,
+    NdReference,
+    WindowModel,
+    add_share,
+    align_down,
+    build_entries,
+    keep_target,
+    recompute_snapshot,
+    trim_count,
+    walk,
+    window_target,
 )
 
 ADDRS = ["bcrt1qa", "bcrt1qb", "bcrt1qc", "bcrt1qd"]

@@ -12,10 +12,20 @@ import time
 import orjson
 import pytest
 
-from pool.bench import loadgen
 from pool.bench.loadgen import (
-    BIN_US, BINS, Generator, count_replies, hist_add, hist_compact, hist_merge, hist_percentile, quick_notify, reply_id,
-    split_lines, submit_line, submit_parts,
+    BIN_US,
+    BINS,
+    Generator,
+    count_replies,
+    hist_add,
+    hist_compact,
+    hist_merge,
+    hist_percentile,
+    quick_notify,
+    reply_id,
+    split_lines,
+    submit_line,
+    submit_parts,
 )
 from pool.btc.address import address_to_script, get_network
 from pool.events import MemorySink

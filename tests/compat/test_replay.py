@@ -25,9 +25,28 @@ import pytest
 from tests.stratum.harness import ADDR, ADDR2
 
 from .replay import (
-    ASIC_PORT, ASIC_TEMPLATE_VERSION, BIP320_MASK, CPU_PORT, EASY_NETWORK, HARD_NETWORK, NERD_PORT, NICEHASH_PORT,
-    Conn, Miner, accepted, arduinojson_size, bfgminer_check_coinbase, fill, first_unhandled, fixture, hash_hex,
-    methods, rejected, replies, reply, step,
+    ASIC_PORT,
+    ASIC_TEMPLATE_VERSION,
+    BIP320_MASK,
+    CPU_PORT,
+    EASY_NETWORK,
+    HARD_NETWORK,
+    NERD_PORT,
+    NICEHASH_PORT,
+    Conn,
+    Miner,
+    accepted,
+    arduinojson_size,
+    bfgminer_check_coinbase,
+    fill,
+    first_unhandled,
+    fixture,
+    hash_hex,
+    methods,
+    rejected,
+    replies,
+    reply,
+    step,
 )
 from .replay import make_harness as _make_harness
 

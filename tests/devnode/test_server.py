@@ -21,9 +21,17 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 
 from pool.btc.address import NETWORKS, script_to_address
-from pool.devnode.rpc import Rpc
 from pool.devnode.http import RpcHttpFactory
-from pool.devnode.server import OTHER_MINER_SCRIPT, Authenticator, DevNode, DevNodeOptions, JsonRpcDispatcher, LongPollHub, RpcHttpHandler
+from pool.devnode.rpc import Rpc
+from pool.devnode.server import (
+    OTHER_MINER_SCRIPT,
+    Authenticator,
+    DevNode,
+    DevNodeOptions,
+    JsonRpcDispatcher,
+    LongPollHub,
+    RpcHttpHandler,
+)
 
 from .util import MINER, core_vectors, faucet_coinbase, funded_chain, recorded_chain, spend
 

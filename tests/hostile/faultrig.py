@@ -29,7 +29,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pool.btc.hashing import hash_to_hex, sha256d
 from pool.miner.work import Job, hash_value
-
 from tests.procs import free_port, json_rpc, write_toml
 
 # --------------------------------------------------------------------------

@@ -62,10 +62,10 @@ def test_a_leak_is_reported(monkeypatch):
 
     def leaky(self, session):  # forgets to release the per-IP count
         ip = session.ip
-        n = self.per_ip.get(ip, 0)
+        n = self.admission.per_ip.get(ip, 0)
         real(self, session)
         if n:
-            self.per_ip[ip] = n
+            self.admission.per_ip[ip] = n
     monkeypatch.setattr(StratumServer, "close_session", leaky)
     res = run_fuzz(400, workers=1, seed=9, sample=200, replay=100, log=lambda *_: None)
     assert res["leaks"] and "per-IP counts" in res["leaks"][0]["held"][0]

@@ -11,7 +11,7 @@ import pytest
 
 from pool.accounting.read import AccountingReader
 
-from .rig import A, B, CORS_ORIGIN, OTHER, TOKEN, UNKNOWN, WINDOW_DIFF
+from .rig import CORS_ORIGIN, OTHER, TOKEN, UNKNOWN, WINDOW_DIFF, A, B
 
 pytestmark = pytest.mark.slow
 

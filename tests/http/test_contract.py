@@ -12,7 +12,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from .rig import A, B, TOKEN, UNKNOWN
+from .rig import TOKEN, UNKNOWN, A, B
 
 pytestmark = pytest.mark.slow
 
@@ -34,9 +34,8 @@ class OperatorToken:
 
 
 def test_spec_is_valid_openapi():
-    from openapi_spec_validator import validate
-
     import yaml
+    from openapi_spec_validator import validate
 
     validate(yaml.safe_load(SPEC.read_text()))
 

@@ -92,11 +92,12 @@ def test_promtool_accepts_the_exposition(rig, tmp_path):
 
 
 def test_per_worker_labels_are_off_by_default():
-    from pool.config import load_config
-    from pool.metrics import Metrics
-    from pool.http.sinks import MetricsSink
-    from twisted.internet.task import Clock
     from prometheus_client import generate_latest
+    from twisted.internet.task import Clock
+
+    from pool.config import load_config
+    from pool.http.sinks import MetricsSink
+    from pool.metrics import Metrics
 
     cfg = load_config(data={"pool": {"address": A}, "nodes": [{"url": "http://x"}], "http": {}}, env={})
     assert cfg.http.per_worker_metrics is False

@@ -20,10 +20,10 @@ from pool.http.reads import Reads
 from pool.http.service import STATIC_DIR
 from pool.http.watch import WithholdingWatch
 from pool.metrics import Metrics
-from tests.procs import REDIS_SERVER, RedisProcess
 from tests.accounting.test_redis_apply import T0, Applier, share
+from tests.procs import REDIS_SERVER, RedisProcess
 
-from .test_units import ADDR, TOKEN, call, config
+from .test_units import TOKEN, call, config
 
 HIDER, HONEST = "bcrt1qhider", "bcrt1qhonest"
 

@@ -8,7 +8,7 @@ import dataclasses
 
 import orjson
 import pytest
-from twisted.internet import defer, task
+from twisted.internet import task
 
 from pool.blocks import BlockSubmitter, classify, result_label, verdict_text
 from pool.btc.address import get_network

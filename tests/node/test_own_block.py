@@ -11,12 +11,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet import defer
 
-from pool.rpc import RPCError
-
 from pool.btc.address import get_network
 from pool.btc.block import build_header
 from pool.btc.hashing import hex_to_hash
 from pool.events import BlockFound, BlockStatus
+from pool.rpc import RPCError
 from pool.template import EMPTY_BLOCK_WITNESS_COMMITMENT, successor
 
 from .helpers import template, tip

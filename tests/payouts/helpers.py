@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import hashlib
 
-from pool.accounting.model import LoggedShare
 from payouts.ledger import BlockSnapshot
+from pool.accounting.model import LoggedShare
 
 
 class FakeClock:

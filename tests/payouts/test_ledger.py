@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 
 import pytest
 
 from payouts import read
-from payouts.ledger import Ledger, LeaseLost, LedgerError, make_holder
+from payouts.ledger import LeaseLost, Ledger, LedgerError, make_holder
 from payouts.payments import Payee
 from payouts.pplns import build_report, canonical_json, report_digest, split_reward
 

@@ -1,8 +1,6 @@
 """The PPLNS split, the remainder rule and the report digest (pure)."""
 from __future__ import annotations
 
-import math
-import random
 from fractions import Fraction
 
 import pytest

@@ -6,9 +6,9 @@ across regtest's first halving and a version-bits period, with block times
 bunched up as back-to-back mining makes them (the median-time-past bound)."""
 from __future__ import annotations
 
-import pytest
-
 import dataclasses
+
+import pytest
 
 from pool.btc.address import address_to_script, get_network
 from pool.btc.block import build_header

@@ -280,9 +280,9 @@ def test_tune_gc():
 
 
 def _server(reactor, port, reuse):
+    from pool.btc.address import address_to_script, get_network
     from pool.events import MemorySink as Sink
     from pool.jobs import JobManager
-    from pool.btc.address import address_to_script, get_network
     from stratum.server import StratumServer
 
     cfg = config(ports=[{"port": port, "bind": "127.0.0.1"}], reuse_port=reuse)
@@ -409,8 +409,8 @@ def test_lean_transport_derives_what_twisted_stores():
     from twisted.internet.epollreactor import EPollReactor
     from twisted.internet.protocol import Factory, Protocol
 
-    from tests.procs import free_port
     from stratum.transport import LeanServer, listen
+    from tests.procs import free_port
 
     r = EPollReactor()
     made, lost = [], []

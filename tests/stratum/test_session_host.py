@@ -4,7 +4,6 @@ a block, a stale job in the grace, blank lines, a request flood, the
 close) runs against a proxy that has nothing but its members."""
 from __future__ import annotations
 
-
 from stratum.session import SessionHost
 
 from .harness import Harness, config, template
