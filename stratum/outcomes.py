@@ -165,14 +165,16 @@ class ShareEvents:
         while len(self._block_hashes) > 10_000:
             self._block_hashes.popitem(last=False)
 
-    def stale_block(self, s: MinerSession, worker, job, result) -> str | None:
+    def stale_block(self, s: MinerSession, worker, job, result, late: bool = False) -> str | None:
         """A share that meets the network target on a job a new tip replaced
         (``validate_share`` said stale-job, with ``is_block``). Returns None
         when the job's previous block is the tip again: the block is valid
         and the caller credits and submits it like any other. Otherwise the
         reject reason: ``duplicate`` for a block seen before, else
         ``stale-job``, once the lost block is recorded (block journal,
-        status ``stale``; an error line; ``hashcoop_blocks_stale_total``)."""
+        status ``stale``; an error line; ``hashcoop_blocks_stale_total``).
+        ``late``: the share is credited all the same (``late_share``), which
+        the error line says."""
         h = hash_to_hex(result.hash)
         if h in self._block_hashes:
             return Reject.DUPLICATE
@@ -182,8 +184,8 @@ class ShareEvents:
         tip = hash_to_hex(self.jobs.prevhash) if self.jobs.prevhash else "none"
         found = self._found(worker, job, result, self.now(), h)
         reason = f"its previous block {found.prevhash} is no longer the tip ({tip})"
-        log.error("stale block %d %s by %s.%s (%s): %s; not submitted", job.height, h, worker.address, worker.name, s.ip,
-                  reason)
+        log.error("stale block %d %s by %s.%s (%s): %s; not submitted%s", job.height, h, worker.address, worker.name, s.ip,
+                  reason, " (a late share: credited as a share)" if late else "")
         self.metrics.blocks_stale.inc()
         if self.block_submitter is not None:
             self.block_submitter.record_stale(found, reason)
@@ -199,7 +201,7 @@ class ShareEvents:
         self.metrics.shares_late.inc()
         if not result.is_block:
             return result
-        verdict = self.stale_block(s, worker, job, result)
+        verdict = self.stale_block(s, worker, job, result, late=True)
         if verdict == Reject.DUPLICATE:
             return ShareResult(False, Reject.DUPLICATE)
         return ShareResult(True, None, result.hash_int, result.credit, False, result.header, result.coinbase)
