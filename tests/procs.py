@@ -431,3 +431,65 @@ class ServeProcess:
     def errors(self) -> list[str]:
         """Tracebacks and unhandled errors the process logged."""
         return log_errors(self.text())
+
+
+def serve_processes(tmp_path: Path, cls, name: str):
+    """The body of a pytest fixture for ``ServeProcess`` servers: yields
+    ``start(**opts)``, which starts one ``cls`` (logging to ``tmp_path``);
+    afterwards every one started is stopped, and none may have logged an
+    error (tests/hostile, tests/http)."""
+    procs = []
+
+    def start(**opts):
+        p = cls(tmp_path / f"{name}{len(procs)}.log", **opts)
+        procs.append(p)
+        return p
+
+    yield start
+    for p in procs:
+        p.stop()
+    for p in procs:
+        assert p.errors() == [], f"the server logged errors: {p.errors()[:5]}"
+
+
+def metric_samples(registry, name: str) -> dict:
+    """A test server's metric ``name`` from a prometheus registry, by its
+    labels (``"k=v,..."``, ``"_"`` for none): what ``stats`` answers."""
+    out = {}
+    for m in registry.collect():
+        for s in m.samples:
+            if s.name == name:
+                key = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items())) or "_"
+                out[key] = s.value
+    return out
+
+
+def serve_control(reactor, commands: dict) -> None:
+    """The stdin side of a ``ServeProcess`` server: one JSON command a line
+    (``{"cmd": NAME, ...}``) answered with ``commands[NAME](cmd)`` as one
+    JSON line; ``quit`` stops the reactor, and so does stdin closing."""
+    # imported here: a test server installs its reactor before anything imports Twisted's
+    from twisted.internet import stdio
+    from twisted.protocols.basic import LineReceiver
+
+    class Control(LineReceiver):
+        delimiter = b"\n"
+
+        def lineReceived(self, line):
+            cmd = json.loads(line)
+            name = cmd.get("cmd")
+            if name == "quit":
+                out = {"bye": True}
+                reactor.callLater(0, reactor.stop)
+            elif name in commands:
+                out = commands[name](cmd)
+            else:
+                out = {"error": f"unknown command {name!r}"}
+            self.sendLine(json.dumps(out).encode())
+
+        def connectionLost(self, reason=None):
+            if reactor.running:
+                reactor.stop()
+
+    stdio.StandardIO(Control())
+

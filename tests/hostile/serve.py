@@ -45,8 +45,7 @@ def main(argv: list[str]) -> int:
 
     setup_logging(opts.get("log_level", "WARNING"))  # Twisted's own errors (an exception out of a callback) included
     install()
-    from twisted.internet import reactor, stdio
-    from twisted.protocols.basic import LineReceiver
+    from twisted.internet import reactor
 
     from pool.btc.address import address_to_script, get_network
     from pool.config import load_config
@@ -55,6 +54,7 @@ def main(argv: list[str]) -> int:
     from pool.metrics import Metrics
     from stratum.protocol import unsent
     from stratum.server import StratumServer
+    from tests.procs import metric_samples, serve_control
     from tests.stratum.harness import ADDR, template
 
     stratum = {"ports": [{"port": 0, "bind": opts.get("bind", "127.0.0.1"), "start_difficulty": 1e-12,
@@ -86,13 +86,7 @@ def main(argv: list[str]) -> int:
     tips = [0]
 
     def samples(name: str) -> dict:
-        out = {}
-        for m in metrics.registry.collect():
-            for s in m.samples:
-                if s.name == name:
-                    key = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items())) or "_"
-                    out[key] = s.value
-        return out
+        return metric_samples(metrics.registry, name)
 
     def stats() -> dict:
         return {
@@ -108,30 +102,12 @@ def main(argv: list[str]) -> int:
             "requests_refused": samples("hashcoop_requests_refused_total").get("_", 0),
         }
 
-    class Control(LineReceiver):
-        delimiter = b"\n"
+    def block(cmd) -> dict:
+        tips[0] += 1
+        server.on_template(template(prev=(0xB10C0000 + tips[0]).to_bytes(32, "little"), network_diff=nd), True)
+        return {"job": jobs.current.id}
 
-        def lineReceived(self, line):
-            cmd = json.loads(line)
-            name = cmd.get("cmd")
-            if name == "stats":
-                out = stats()
-            elif name == "block":
-                tips[0] += 1
-                server.on_template(template(prev=(0xB10C0000 + tips[0]).to_bytes(32, "little"), network_diff=nd), True)
-                out = {"job": jobs.current.id}
-            elif name == "quit":
-                out = {"bye": True}
-                reactor.callLater(0, reactor.stop)
-            else:
-                out = {"error": f"unknown command {name!r}"}
-            self.sendLine(json.dumps(out).encode())
-
-        def connectionLost(self, reason=None):
-            if reactor.running:
-                reactor.stop()
-
-    stdio.StandardIO(Control())
+    serve_control(reactor, {"stats": lambda cmd: stats(), "block": block})
     print(json.dumps({"port": server.listening_ports()[0], "pid": os.getpid()}), flush=True)
     reactor.run()
     return 0

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.procs import ROOT
+from tests.procs import ROOT, serve_processes
 
 from .conftest import full
 from .procs import StratumProc
@@ -24,18 +24,7 @@ CAP = 4096  # stratum.max_line_length, the default
 
 @pytest.fixture
 def server(tmp_path):
-    procs = []
-
-    def start(**opts):
-        p = StratumProc(tmp_path / f"stratum{len(procs)}.log", **opts)
-        procs.append(p)
-        return p
-
-    yield start
-    for p in procs:
-        p.stop()
-    for p in procs:
-        assert p.errors() == [], f"the server logged errors: {p.errors()[:5]}"
+    yield from serve_processes(tmp_path, StratumProc, "stratum")
 
 
 def _wait_stats(srv, cond, timeout=10.0):

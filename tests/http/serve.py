@@ -41,8 +41,7 @@ def main(argv: list[str]) -> int:
 
     setup_logging(opts.get("log_level", "INFO"))
     install()
-    from twisted.internet import reactor, stdio
-    from twisted.protocols.basic import LineReceiver
+    from twisted.internet import reactor
     from twisted.web.server import Site
 
     from pool.config import load_config
@@ -50,6 +49,7 @@ def main(argv: list[str]) -> int:
     from pool.http.bounds import acked_bytes, unsent_bytes
     from pool.http.service import build_http
     from pool.metrics import Metrics
+    from tests.procs import metric_samples, serve_control
     from tests.stratum.harness import ADDR
 
     http = {"listen": "tcp:0:interface=127.0.0.1", "operator_listen": "", **opts.get("http", {})}
@@ -97,13 +97,7 @@ def main(argv: list[str]) -> int:
         return site
 
     def samples(name: str) -> dict:
-        out = {}
-        for m in metrics.registry.collect():
-            for s in m.samples:
-                if s.name == name:
-                    key = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items())) or "_"
-                    out[key] = s.value
-        return out
+        return metric_samples(metrics.registry, name)
 
     def stats() -> dict:
         b = service.sites["public"].bounds
@@ -121,28 +115,9 @@ def main(argv: list[str]) -> int:
             "gauge": samples("hashcoop_http_connections"),
         }
 
-    class Control(LineReceiver):
-        delimiter = b"\n"
-
-        def lineReceived(self, line):
-            cmd = json.loads(line)
-            name = cmd.get("cmd")
-            if name == "stats":
-                out = stats()
-            elif name == "quit":
-                out = {"bye": True}
-                reactor.callLater(0, reactor.stop)
-            else:
-                out = {"error": f"unknown command {name!r}"}
-            self.sendLine(json.dumps(out).encode())
-
-        def connectionLost(self, reason=None):
-            if reactor.running:
-                reactor.stop()
-
     d = service.startService()
     d.addCallback(listening)
-    stdio.StandardIO(Control())
+    serve_control(reactor, {"stats": lambda cmd: stats()})
     reactor.run()
     return 0
 

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from tests.hostile.conftest import figures, full  # noqa: F401 - figures is a fixture
-from tests.procs import ServeProcess
+from tests.procs import ServeProcess, serve_processes
 
 pytestmark = pytest.mark.hostile
 
@@ -42,18 +42,7 @@ class HttpProc(ServeProcess):
 
 @pytest.fixture
 def server(tmp_path):
-    procs = []
-
-    def start(**opts):
-        p = HttpProc(tmp_path / f"http{len(procs)}.log", **opts)
-        procs.append(p)
-        return p
-
-    yield start
-    for p in procs:
-        p.stop()
-    for p in procs:
-        assert p.errors() == [], f"the server logged errors: {p.errors()[:5]}"
+    yield from serve_processes(tmp_path, HttpProc, "http")
 
 
 def client(port: int, *, src: str = "127.0.0.1", rcvbuf: int | None = None) -> socket.socket:
