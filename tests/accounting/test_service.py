@@ -272,7 +272,7 @@ def test_redis_that_lost_its_last_writes_gets_them_again(tmp_path):
         rp.proc.kill()
         rp.proc.wait()
         # drop the last three transactions (one per batch) from the AOF
-        incr = sorted((tmp_path / "redis" / "appendonlydir").glob("*.incr.aof"))[-1]
+        incr = rp.aof_tail()
         data = incr.read_bytes()
         cut = len(data)
         for _ in range(3):

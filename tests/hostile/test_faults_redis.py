@@ -18,7 +18,6 @@ the share log (tests/accounting/e2e.py ``check_credited``).
 """
 from __future__ import annotations
 
-import shutil
 import time
 
 import pytest
@@ -67,15 +66,12 @@ def test_redis_killed_under_load_shares_buffered_spilled_and_replayed_exactly_on
             recover.append(time.monotonic() - up)
             # 2. killed -9 again, back without its last second of acknowledged writes
             time.sleep(1.5)
-            aof = redis.dir / "appendonlydir"
-            shutil.rmtree(tmp_path / "aof-copy", ignore_errors=True)
-            shutil.copytree(aof, tmp_path / "aof-copy")
+            redis.aof_copy(tmp_path / "aof-copy")
             acked_at_copy = accounted(r)
             time.sleep(1.0)
             assert accounted(r) > acked_at_copy, "Redis acknowledged more after the copy"
             redis.kill9()
-            shutil.rmtree(aof)
-            shutil.copytree(tmp_path / "aof-copy", aof)
+            redis.aof_restore(tmp_path / "aof-copy")
             redis.start()
             r = redis.client()
             # the pool sees that Redis has fewer of its batches than it acknowledged, and sends them again
