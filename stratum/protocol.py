@@ -47,6 +47,8 @@ from orjson import JSONDecodeError, loads
 from twisted.internet.interfaces import IProtocol, IPushProducer
 from zope.interface import implementer
 
+from pool.transports import unsent_bytes as unsent
+
 log = logging.getLogger("hashcoop.stratum")
 
 _ID_TYPES = frozenset((type(None), int, float, str, bool))
@@ -63,15 +65,6 @@ def _direct_socket(transport):
     if not all(hasattr(transport, a) for a in ("dataBuffer", "offset", "_tempDataBuffer", "connected")):
         return None
     return skt
-
-
-def unsent(transport) -> int:
-    """Bytes handed to a Twisted file-descriptor transport and not yet taken
-    by the socket; 0 for transports that do not say."""
-    try:
-        return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
-    except AttributeError:
-        return 0
 
 
 @implementer(IProtocol, IPushProducer)

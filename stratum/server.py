@@ -35,6 +35,7 @@ from pool.btc.address import AddressError, address_to_script
 from pool.jobs import JobManager
 from pool.metrics import NullMetrics
 from pool.shares import validate_share
+from pool.transports import unsent_bytes as unsent
 from pool.vardiff import Vardiff
 
 from .admission import Admission
@@ -42,7 +43,7 @@ from .deadlines import DeadlineQueue
 from .extranonce import Extranonce1Allocator
 from .flood import BanList, FloodPolicy, RequestBudget
 from .outcomes import ShareEvents
-from .protocol import StratumProtocol, unsent
+from .protocol import StratumProtocol
 from .session import MinerSession
 from .transport import listen
 

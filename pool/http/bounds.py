@@ -40,6 +40,8 @@ from twisted.internet.protocol import Protocol
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Site
 
+from pool.transports import unsent_bytes
+
 from .limits import MAX_REQUEST_BODY, Admission, Disconnect, LogThrottle, Refusal, body_refused, peer_ip
 
 log = logging.getLogger("hashcoop.http")
@@ -97,16 +99,6 @@ def acked_bytes(transport) -> int | None:
     if len(info) < _TCPI_BYTES_ACKED + 8:
         return None
     return struct.unpack_from("Q", info, _TCPI_BYTES_ACKED)[0]
-
-
-def unsent_bytes(transport) -> int:
-    """Output waiting in the transport's own buffer (the process's memory)."""
-    t = transport
-    inner = getattr(t, "transport", None)
-    if inner is not None:
-        t = inner
-    data = getattr(t, "dataBuffer", b"")
-    return len(data) - getattr(t, "offset", 0) + getattr(t, "_tempDataLen", 0)
 
 
 def progress_mark(transport) -> int:

@@ -52,7 +52,7 @@ def main(argv: list[str]) -> int:
     from pool.events import MemorySink
     from pool.jobs import JobManager
     from pool.metrics import Metrics
-    from stratum.protocol import unsent
+    from pool.transports import unsent_bytes as unsent
     from stratum.server import StratumServer
     from tests.procs import metric_samples, serve_control
     from tests.stratum.harness import ADDR, template

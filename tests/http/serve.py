@@ -46,9 +46,10 @@ def main(argv: list[str]) -> int:
 
     from pool.config import load_config
     from pool.http.api import Reply, Root
-    from pool.http.bounds import acked_bytes, unsent_bytes
+    from pool.http.bounds import acked_bytes
     from pool.http.service import build_http
     from pool.metrics import Metrics
+    from pool.transports import unsent_bytes
     from tests.procs import metric_samples, serve_control
     from tests.stratum.harness import ADDR
 
