@@ -34,14 +34,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import redis  # noqa: E402
 
-from pool.accounting.journal import Journal  # noqa: E402
-from pool.accounting.keys import Keys  # noqa: E402
-from pool.accounting.model import Collector  # noqa: E402
-from pool.accounting.ops import Settings  # noqa: E402
-from pool.accounting.service import AccountingSink  # noqa: E402
-from pool.accounting.writer import RedisWriter, append, redis_client  # noqa: E402
-from pool.demo import free_port  # noqa: E402
-from pool.events import ShareAccepted  # noqa: E402
+from hashcoop.pool.accounting.journal import Journal  # noqa: E402
+from hashcoop.pool.accounting.keys import Keys  # noqa: E402
+from hashcoop.pool.accounting.model import Collector  # noqa: E402
+from hashcoop.pool.accounting.ops import Settings  # noqa: E402
+from hashcoop.pool.accounting.service import AccountingSink  # noqa: E402
+from hashcoop.pool.accounting.writer import RedisWriter, append, redis_client  # noqa: E402
+from hashcoop.pool.core.events import ShareAccepted  # noqa: E402
+from hashcoop.pool.tools.demo import free_port  # noqa: E402
 
 
 def start_redis(d: Path) -> tuple[subprocess.Popen, str]:

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Record how Bitcoin Core's wallet answers the RPCs the payout service
-uses, so the devnode's wallet (pool/devnode/wallet.py) is held to them.
+uses, so the devnode's wallet (pool/tools/devnode/wallet.py) is held to them.
 
     BITCOIND=/path/to/bitcoind .venv/bin/python ops/record_wallet_vectors.py [--out FILE]
 
@@ -42,7 +42,7 @@ import urllib.request
 from pathlib import Path
 from typing import Callable
 
-from pool.demo import free_port
+from hashcoop.pool.tools.demo import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "tests" / "vectors" / "bitcoind-wallet.json"

@@ -10,7 +10,7 @@ with probability 1/D, whoever mined it (D = network difficulty in shares).
 Payouts per block (reward R = 50 BTC, pool fee 1%):
 
 * PPLNS: the window is the last N = window_factor x D shares (the pool's
-  default factor 2); the split is ``payouts.pplns.split_reward`` itself, over
+  default factor 2); the split is ``hashcoop.payouts.pplns.split_reward`` itself, over
   the window's difficulty by miner, in integer satoshis;
 * proportional: the round's shares (since the previous block), same split
   function over the round.
@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from payouts.pplns import split_reward  # noqa: E402
+from hashcoop.payouts.pplns import split_reward  # noqa: E402
 
 REWARD = 5_000_000_000
 FEE = "1"

@@ -4,12 +4,16 @@ SQLite (the default, one file next to the pool's data) runs in WAL mode
 with ``synchronous=FULL``; a writer's transaction starts with ``BEGIN
 IMMEDIATE`` so two writers never deadlock on a lock upgrade (the second
 waits up to ``busy_timeout``). PostgreSQL runs at READ COMMITTED; writers
-serialise on the lease row (``payouts.ledger``).
+serialise on the lease row (``hashcoop.payouts.ledger``).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import Engine, make_url
 
@@ -53,8 +57,6 @@ def make_engine(url: str, *, writer: bool = True, schema: str | None = None, poo
 
 
 def _alembic_config(connection):
-    from alembic.config import Config as AlembicConfig
-
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", MIGRATIONS)
     cfg.attributes["connection"] = connection
@@ -63,22 +65,17 @@ def _alembic_config(connection):
 
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Upgrade the ledger's schema to ``revision`` (idempotent)."""
-    from alembic import command
 
     with engine.begin() as conn:
         command.upgrade(_alembic_config(conn), revision)
 
 
 def current_revision(engine: Engine) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
 
 def head_revision() -> str:
-    from alembic.script import ScriptDirectory
-
     return ScriptDirectory(MIGRATIONS).get_current_head()
 
 

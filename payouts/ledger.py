@@ -1,6 +1,6 @@
 """The payout ledger: blocking SQLAlchemy operations, each one database
 transaction. The service runs them on its own thread pool
-(``payouts.service``), never on the reactor thread.
+(``hashcoop.payouts.service``), never on the reactor thread.
 
 Every write first *fences* on the single-instance lease: it locks the lease
 row (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite writers hold the
@@ -28,10 +28,9 @@ from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from pool.accounting.model import LoggedShare
-
-from .models import Balance, Block, Credit, Lease, LedgerEntry, Payment, PaymentOutput, Share, WindowAmount
-from .payments import Payee
+from hashcoop.payouts.models import Balance, Block, Credit, Lease, LedgerEntry, Payment, PaymentOutput, Share, WindowAmount
+from hashcoop.payouts.payments import Payee
+from hashcoop.pool.core.events import LoggedShare
 
 LEASE_NAME = "payouts"
 
@@ -80,7 +79,7 @@ def holder_is_dead(holder: str) -> bool:
 @dataclass(frozen=True, slots=True)
 class BlockSnapshot:
     """What the ledger keeps of a found block and its window snapshot
-    (``pool.accounting.sharelog.Snapshot`` has these fields)."""
+    (``hashcoop.pool.accounting.sharelog.Snapshot`` has these fields)."""
 
     hash: str
     height: int

@@ -1,4 +1,4 @@
-"""Block maturity decisions. Pure: the tracker (``payouts.service``) asks the
+"""Block maturity decisions. Pure: the tracker (``hashcoop.payouts.service``) asks the
 node and applies what these functions decide.
 
 A block is in the main chain when the node's ``getblockhash(height)`` is the

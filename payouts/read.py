@@ -1,8 +1,8 @@
 """The payout ledger's read API, for the HTTP API, the dashboard and the
 ``hashcoop payouts`` commands. Blocking SQLAlchemy, never writes: callers in
 Twisted code run these on a thread pool. Pass an engine from
-``payouts.db.make_engine(url, writer=False)`` (the URL is
-``pool.config.database_url(config)``).
+``hashcoop.payouts.db.make_engine(url, writer=False)`` (the URL is
+``hashcoop.pool.config.database_url(config)``).
 
 Amounts are integer satoshis; difficulties are floats; times Unix seconds.
 Lists are newest first unless they say otherwise.
@@ -15,8 +15,8 @@ from typing import Any
 from sqlalchemy import and_, func, select
 from sqlalchemy.engine import Engine
 
-from .models import Balance, Block, Credit, LedgerEntry, Payment, PaymentOutput, Share, WindowAmount
-from .pplns import split_reward
+from hashcoop.payouts.models import Balance, Block, Credit, LedgerEntry, Payment, PaymentOutput, Share, WindowAmount
+from hashcoop.payouts.pplns import split_reward
 
 _BLOCK_COLS = (Block.hash, Block.height, Block.status, Block.status_reason, Block.reward, Block.reward_source,
                Block.finder_address, Block.finder_worker, Block.found_time, Block.confirmations, Block.credited_time,

@@ -9,7 +9,7 @@ Twisted service that runs a pass every ``payouts.interval`` seconds:
    Redis trim them;
 3. **maturity**: each pending block (and each recent orphan) is checked
    against the node (``getblockhash(height)``); mature blocks are credited
-   (``payouts.maturity``);
+   (``hashcoop.payouts.maturity``);
 4. **reconcile**: payments whose transaction was stored are brought in line
    with the wallet and the mempool: confirmed, sent, broadcast again (the
    stored transaction, never a new one), or failed (debits given back);
@@ -31,20 +31,21 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Callable
 
+from sqlalchemy import exc
 from twisted.application.service import Service
 from twisted.internet import defer, task
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
-from pool.btc.address import address_to_script
-from pool.btc.block import parse_tx
-from pool.btc.hashing import hash_to_hex
-from pool.rpc import NodeClient, RPCError, RPCTransportError
-
-from .ledger import BlockSnapshot, LeaseLost, Ledger, LedgerError
-from .maturity import NodeView, decide
-from .payments import Payee, check_funded, plan_batches, reconcile
-from .pplns import build_report, canonical_json, report_digest, split_reward
+from hashcoop.payouts import read
+from hashcoop.payouts.ledger import BlockSnapshot, LeaseLost, Ledger, LedgerError
+from hashcoop.payouts.maturity import NodeView, decide
+from hashcoop.payouts.payments import Payee, TxView, check_funded, plan_batches, reconcile
+from hashcoop.payouts.pplns import build_report, canonical_json, report_digest, split_reward
+from hashcoop.pool.core.btc.address import address_to_script
+from hashcoop.pool.core.btc.block import parse_tx
+from hashcoop.pool.core.btc.hashing import hash_to_hex
+from hashcoop.pool.rpc import NodeClient, RPCError, RPCTransportError
 
 log = logging.getLogger("hashcoop.payouts")
 
@@ -245,8 +246,6 @@ class PayoutEngine:
 
     # -- 4. reconcile ------------------------------------------------------------------------------
     async def tx_view(self, txid: str):
-        from .payments import TxView
-
         confs = block = None
         try:
             t = await self.wallet.call("gettransaction", txid)
@@ -402,7 +401,6 @@ class PayoutEngine:
     async def update_metrics(self) -> None:
         if self.metrics is None:
             return
-        from . import read
 
         s = await self.db(read.pool_summary, self.ledger.engine)
         m = self.metrics
@@ -424,7 +422,6 @@ def ledger_unavailable(e: BaseException) -> bool:
     and then, while the pool restores autocommit on the dead connection, with
     a ProgrammingError ("connection in transaction status UNKNOWN"), which is
     what reaches the caller (sqlalchemy/sqlalchemy#8008)."""
-    from sqlalchemy import exc
 
     seen: set[int] = set()
     link: BaseException | None = e
@@ -585,50 +582,3 @@ class Payouts:
     ledger: Ledger
     metrics: object
     config: object
-
-
-def node_clients(reactor, config, metrics=None) -> tuple[NodeClient, NodeClient]:
-    """(chain client, wallet client) for the [[nodes]] entry payouts.node
-    names (the first by default); the wallet one on /wallet/<name>."""
-    idx = 0
-    if config.payouts.node:
-        idx = [config.node_name(i) for i in range(len(config.nodes))].index(config.payouts.node)
-    n = config.nodes[idx]
-    kw = dict(user=n.user, password=n.password, cookie_file=n.cookie_file, timeout=max(n.timeout, 30.0), metrics=metrics)
-    node = NodeClient(reactor, n.url, name=config.node_name(idx), **kw)
-    url = n.url
-    if config.payouts.wallet:
-        url = url.rstrip("/") + "/wallet/" + config.payouts.wallet
-    wallet = NodeClient(reactor, url, name=config.node_name(idx) + "-wallet", **kw)
-    return node, wallet
-
-
-def build_payouts(config, reactor, *, engine=None, metrics=None, fault: Callable[[str], None] | None = None, once: bool = False,
-                  on_done: Callable[[int], None] | None = None, threads: int = 2) -> Payouts:
-    """The one wiring point of the payout process."""
-    from pool.config import database_url
-    from pool.metrics import Metrics
-
-    from .db import make_engine
-
-    metrics = metrics or Metrics()
-    metrics.enable_payouts()
-    if engine is None:
-        engine = make_engine(database_url(config))
-    ledger = Ledger(engine)
-    pool = ThreadPool(minthreads=1, maxthreads=threads, name="payouts")
-    node, wallet = node_clients(reactor, config, metrics)
-    sharelog = redis = keys = None
-    if config.redis is not None:
-        from pool.accounting.keys import Keys
-        from pool.accounting.sharelog import ShareLogReader
-        from pool.accounting.writer import redis_client
-
-        rc = config.redis
-        redis = redis_client(rc.url, socket_timeout=max(rc.socket_timeout, 10.0), connect_timeout=rc.connect_timeout)
-        sharelog = ShareLogReader(redis, rc.prefix)
-        keys = Keys(rc.prefix)
-    eng = PayoutEngine(reactor=reactor, ledger=ledger, threads=pool, node=node, wallet=wallet, settings=Settings.from_config(config),
-                       sharelog=sharelog, redis=redis, redis_keys=keys, metrics=metrics, fault=fault)
-    svc = PayoutService(eng, clock=reactor, interval=config.payouts.interval, lease_ttl=config.payouts.lease_ttl, once=once, on_done=on_done)
-    return Payouts(svc, eng, ledger, metrics, config)

@@ -1,7 +1,7 @@
 """``hashcoop payouts verify``: recompute a block's payout from the durable
 share log and compare it with what the ledger stored. Blocking.
 
-The window is recomputed with ``pool.accounting.window.recompute_snapshot``
+The window is recomputed with ``hashcoop.pool.core.window.recompute_snapshot``
 from the shares ``log_from .. seq`` (the SQL archive; Redis when the block
 is not archived yet) and compared, address by address, with the stored
 window. For a credited block the payout report is rebuilt from that
@@ -15,11 +15,10 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from pool.accounting.window import recompute_snapshot
-
-from .ledger import Ledger
-from .pplns import build_report, canonical_json, diff_reports, report_digest, split_reward
-from .service import report_block
+from hashcoop.payouts.ledger import Ledger
+from hashcoop.payouts.pplns import build_report, canonical_json, diff_reports, report_digest, split_reward
+from hashcoop.payouts.service import report_block
+from hashcoop.pool.core.window import recompute_snapshot
 
 
 @dataclass

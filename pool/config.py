@@ -13,6 +13,7 @@ they parse as one (numbers, booleans, arrays), otherwise as strings::
 """
 from __future__ import annotations
 
+import copy
 import ipaddress
 import math
 import os
@@ -23,7 +24,8 @@ from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .btc.address import AddressError, address_to_script, get_network
+from hashcoop.pool.core.btc.address import AddressError, address_to_script, get_network
+from hashcoop.pool.core.coinbase import max_tag_length
 
 ENV_PREFIX = "HASHCOOP__"
 
@@ -377,7 +379,6 @@ def _semantic_errors(cfg: Config) -> list[tuple[str, str]]:
         address_to_script(cfg.pool.address, net)
     except AddressError as e:
         errors.append(("pool.address", f"{e} (network {net.name})"))
-    from .coinbase import max_tag_length
 
     room = max_tag_length(cfg.pool.extranonce2_size)
     if len(cfg.pool.coinbase_tag.encode()) > room:
@@ -481,8 +482,6 @@ def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | 
         except tomllib.TOMLDecodeError as e:
             raise ConfigError([("<file>", f"not valid TOML: {e}")], source) from None
     else:
-        import copy
-
         data = copy.deepcopy(data)
     data, errors = apply_env(data, os.environ if env is None else env)
     try:

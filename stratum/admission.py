@@ -4,7 +4,7 @@ server releases each admitted connection when its session closes.
 
 Refused, in this order:
 
-* ``banned``: the IP is banned for flooding (``stratum.flood.BanList``);
+* ``banned``: the IP is banned for flooding (``hashcoop.stratum.flood.BanList``);
   counted always, logged at the first refusal of a ban and then at most
   once a minute;
 * ``per-ip-limit``: ``stratum.max_connections_per_ip`` already open from
@@ -20,9 +20,8 @@ import ipaddress
 import logging
 from collections import Counter
 
-from pool.metrics import NullMetrics
-
-from .flood import BanList
+from hashcoop.pool.metrics import NullMetrics
+from hashcoop.stratum.flood import BanList
 
 log = logging.getLogger("hashcoop.stratum")
 

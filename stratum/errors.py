@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import orjson
 
-from pool.shares import Reject
+from hashcoop.pool.core.shares import Reject
 
 ERRORS: dict[str, tuple[int, str]] = {
     Reject.UNKNOWN_JOB: (21, "Job not found"),

@@ -1,6 +1,6 @@
 """Flood protection: what the pool does about a connection that sends mostly
 invalid shares, or rejected submits faster than any miner would. Pure: no
-sockets, no clock of its own (``now`` is passed in); ``stratum.server``
+sockets, no clock of its own (``now`` is passed in); ``hashcoop.stratum.server``
 applies the decisions (writes, closes, refuses connections).
 
 Escalation, per connection (``FloodPolicy``, state in ``FloodState``):
@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 
-from pool.shares import Reject
+from hashcoop.pool.core.shares import Reject
 
 NEW_WORK = "new_work"
 DISCONNECT = "disconnect"  # mostly invalid after the new work

@@ -16,27 +16,16 @@ import logging
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Callable
 
-from pool.btc.block import parse_header
-from pool.btc.hashing import hash_to_hex
-from pool.btc.target import DIFF1_TARGET
-from pool.events import BlockFound, ShareAccepted, ShareRejected
-from pool.metrics import NullMetrics
-from pool.shares import Reject, ShareResult
-
-from .flood import (
-    BAN,
-    DISCONNECT,
-    NEW_WORK,
-    OVERDRAWN,
-    RATE,
-    REQUESTS,
-    BanList,
-    FloodPolicy,
-    RequestBudget,
-)
+from hashcoop.pool.core.btc.block import parse_header
+from hashcoop.pool.core.btc.hashing import hash_to_hex
+from hashcoop.pool.core.btc.target import DIFF1_TARGET
+from hashcoop.pool.core.events import BlockFound, ShareAccepted, ShareRejected
+from hashcoop.pool.core.shares import Reject, ShareResult
+from hashcoop.pool.metrics import NullMetrics
+from hashcoop.stratum.flood import BAN, DISCONNECT, NEW_WORK, OVERDRAWN, RATE, REQUESTS, BanList, FloodPolicy, RequestBudget
 
 if TYPE_CHECKING:
-    from .session import MinerSession
+    from hashcoop.stratum.session import MinerSession
 
 log = logging.getLogger("hashcoop.stratum")
 

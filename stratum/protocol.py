@@ -1,5 +1,5 @@
 """Stratum V1 line protocol: framing and JSON only. Decisions belong to the
-session (``stratum.session.MinerSession``).
+session (``hashcoop.stratum.session.MinerSession``).
 
 * Lines end with ``\\n`` (a trailing ``\\r`` is tolerated); a line longer than
   the cap, or a partial line growing past it, closes the connection.
@@ -47,7 +47,7 @@ from orjson import JSONDecodeError, loads
 from twisted.internet.interfaces import IProtocol, IPushProducer
 from zope.interface import implementer
 
-from pool.transports import unsent_bytes as unsent
+from hashcoop.pool.transports import unsent_bytes as unsent
 
 log = logging.getLogger("hashcoop.stratum")
 

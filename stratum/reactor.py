@@ -20,6 +20,8 @@ import errno
 import gc
 import sys
 
+from twisted.internet.main import installReactor
+
 try:
     from twisted.internet.epollreactor import EPollReactor
 except ImportError:  # not Linux
@@ -34,7 +36,6 @@ SWITCH_INTERVAL = 0.0005
 
 
 if EPollReactor is not None:
-
     class StratumReactor(EPollReactor):
         def doPoll(self, timeout):
             if timeout is None:
@@ -60,7 +61,6 @@ def install() -> bool:
     yet and epoll exists; True if it was installed."""
     if EPollReactor is None or "twisted.internet.reactor" in sys.modules:
         return False
-    from twisted.internet.main import installReactor
 
     installReactor(StratumReactor())
     return True

@@ -10,14 +10,14 @@ Protection from hostile peers:
 * handshake deadlines: subscribe, then authorize (one timer per connection,
   only during the handshake);
 * idle sweep: authorized miners with no accepted share for ``idle_timeout``;
-* flooding (``stratum.flood``): fresh work, then a disconnect, for mostly
+* flooding (``hashcoop.stratum.flood``): fresh work, then a disconnect, for mostly
   invalid shares; a disconnect for rejects faster than the configured rate;
   a temporary ban of IPs disconnected for flooding again and again;
 * requests other than submits: a budget per connection
   (``stratum.request_rate``/``request_burst``), refused past it, closed
   and struck like a flood when the excess goes on; difficulty changes at
   most one per ``stratum.difficulty_change_interval``, coalesced;
-* backpressure (``stratum.protocol``): reading paused while a connection's
+* backpressure (``hashcoop.stratum.protocol``): reading paused while a connection's
   unsent output is past ``output_pause_bytes``; closed when it stays so for
   ``output_stall_timeout`` or passes ``output_limit_bytes``;
 * a large listen backlog for reconnect storms.
@@ -27,25 +27,25 @@ from __future__ import annotations
 import logging
 
 from twisted.application.service import Service
+from twisted.internet.defer import gatherResults, maybeDeferred
 from twisted.internet.posixbase import PosixReactorBase
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall
 
-from pool.btc.address import AddressError, address_to_script
-from pool.jobs import JobManager
-from pool.metrics import NullMetrics
-from pool.shares import validate_share
-from pool.transports import unsent_bytes as unsent
-from pool.vardiff import Vardiff
-
-from .admission import Admission
-from .deadlines import DeadlineQueue
-from .extranonce import Extranonce1Allocator
-from .flood import BanList, FloodPolicy, RequestBudget
-from .outcomes import ShareEvents
-from .protocol import StratumProtocol
-from .session import MinerSession
-from .transport import listen
+from hashcoop.pool.core.btc.address import AddressError, address_to_script
+from hashcoop.pool.core.jobs import JobManager
+from hashcoop.pool.core.shares import validate_share
+from hashcoop.pool.core.vardiff import Vardiff
+from hashcoop.pool.metrics import NullMetrics
+from hashcoop.pool.transports import unsent_bytes as unsent
+from hashcoop.stratum.admission import Admission
+from hashcoop.stratum.deadlines import DeadlineQueue
+from hashcoop.stratum.extranonce import Extranonce1Allocator
+from hashcoop.stratum.flood import BanList, FloodPolicy, RequestBudget
+from hashcoop.stratum.outcomes import ShareEvents
+from hashcoop.stratum.protocol import StratumProtocol
+from hashcoop.stratum.session import MinerSession
+from hashcoop.stratum.transport import listen
 
 log = logging.getLogger("hashcoop.stratum")
 
@@ -174,7 +174,6 @@ class StratumServer(Service):
         self.deadlines.stop()
         for s in list(self.sessions):
             s.proto.close("shutdown")
-        from twisted.internet.defer import gatherResults, maybeDeferred
 
         ds = [maybeDeferred(lp.stopListening) for lp in self.listeners]
         self.listeners = []
@@ -229,7 +228,7 @@ class StratumServer(Service):
     def block_submitter(self, submitter) -> None:
         self._block_submitter = self.events.block_submitter = submitter
 
-    # -- connection admission (stratum.admission) --------------------------------
+    # -- connection admission (hashcoop.stratum.admission) --------------------------------
     def refusal(self, ip: str) -> str | None:
         return self.admission.refusal(ip)
 

@@ -4,7 +4,7 @@ state (jobs, extranonce1, addresses, sink, metrics, clock).
 
 Difficulty bookkeeping: ``steps`` holds ``Step(seq, alias, difficulty,
 target)`` in the order they took effect. A job (or job alias, see
-``pool.jobs``) is credited at the last step at or before it, which is the
+``hashcoop.pool.core.jobs``) is credited at the last step at or before it, which is the
 difficulty in force when that job was sent to this miner.
 """
 from __future__ import annotations
@@ -18,17 +18,15 @@ from typing import TYPE_CHECKING, Callable, NamedTuple, Protocol
 
 import orjson
 
-from pool.btc.target import difficulty_to_target
-from pool.shares import Reject, ShareResult
-from pool.vardiff import Vardiff
-
-from .errors import ERROR_JSON
-from .flood import ALLOWED, REFUSED
+from hashcoop.pool.core.btc.target import difficulty_to_target
+from hashcoop.pool.core.shares import Reject, ShareResult
+from hashcoop.pool.core.vardiff import Vardiff
+from hashcoop.stratum.errors import ERROR_JSON
+from hashcoop.stratum.flood import ALLOWED, REFUSED
 
 if TYPE_CHECKING:
-    from pool.jobs import JobManager
-
-    from .flood import RequestBudget
+    from hashcoop.pool.core.jobs import JobManager
+    from hashcoop.stratum.flood import RequestBudget
 
 log = logging.getLogger("hashcoop.stratum")
 
@@ -197,8 +195,8 @@ class MinerSession:
         self.last_seq = -1
         self.rejects = 0
         self.accepted = 0
-        self.flood = None  # stratum.flood.FloodState, from the first rejected submit on
-        self.tat = 0.0  # request budget state (stratum.flood.RequestBudget)
+        self.flood = None  # hashcoop.stratum.flood.FloodState, from the first rejected submit on
+        self.tat = 0.0  # request budget state (hashcoop.stratum.flood.RequestBudget)
         self.changed_at = _NEVER  # when the last difficulty change was sent on its own (not with a broadcast job)
 
     # -- framing-level entry ------------------------------------------------

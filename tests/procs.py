@@ -23,7 +23,7 @@ from pathlib import Path
 
 import redis
 
-from pool.demo import (
+from hashcoop.pool.tools.demo import (
     find_redis_server,
     free_port,  # noqa: F401 (the tests' one free_port: import it from here)
     toml_dumps,
@@ -51,7 +51,7 @@ def python_m(module: str, *args: str, **kw) -> subprocess.Popen:
 
 
 def hashcoop(*args: str, **kw) -> subprocess.Popen:
-    return python_m("pool.cli", *args, **kw)
+    return python_m("hashcoop.pool.app.cli", *args, **kw)
 
 
 def read_line(proc: subprocess.Popen, timeout: float) -> str:

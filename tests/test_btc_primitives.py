@@ -2,8 +2,8 @@
 
 import pytest
 
-from pool.btc.address import NETWORKS, AddressError, address_to_script, script_to_address
-from pool.btc.block import (
+from hashcoop.pool.core.btc.address import NETWORKS, AddressError, address_to_script, script_to_address
+from hashcoop.pool.core.btc.block import (
     build_header,
     coinbase_with_witness,
     parse_block,
@@ -11,9 +11,9 @@ from pool.btc.block import (
     witness_commitment,
     witness_commitment_script,
 )
-from pool.btc.hashing import fold_branch, hash_to_hex, hex_to_hash, merkle_branch, merkle_root, sha256d
-from pool.btc.serialize import bip34_height
-from pool.btc.target import bits_difficulty, bits_to_target, difficulty_to_target, hash_difficulty, target_to_bits
+from hashcoop.pool.core.btc.hashing import fold_branch, hash_to_hex, hex_to_hash, merkle_branch, merkle_root, sha256d
+from hashcoop.pool.core.btc.serialize import bip34_height
+from hashcoop.pool.core.btc.target import bits_difficulty, bits_to_target, difficulty_to_target, hash_difficulty, target_to_bits
 from tests import vectors
 
 # Mainnet block 100000: header fields and its four txids (from the block itself).

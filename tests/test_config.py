@@ -1,6 +1,6 @@
 import pytest
 
-from pool.config import ConfigError, load_config
+from hashcoop.pool.config import ConfigError, load_config
 
 ADDR = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
 

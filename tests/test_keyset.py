@@ -1,12 +1,12 @@
-"""KeySet: the duplicate-key set of a job (pool/keyset.py)."""
+"""KeySet: the duplicate-key set of a job (pool/core/keyset.py)."""
 import random
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pool import keyset
-from pool.keyset import KeySet
+from hashcoop.pool.core import keyset
+from hashcoop.pool.core.keyset import KeySet
 
 U64 = st.integers(min_value=0, max_value=2**64 - 1)
 

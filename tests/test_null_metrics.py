@@ -1,5 +1,5 @@
 """``NullMetrics`` takes every call ``Metrics`` takes, and is false."""
-from pool.metrics import Metrics, NullMetrics
+from hashcoop.pool.metrics import Metrics, NullMetrics
 
 
 def test_null_metrics_take_every_call_the_real_ones_take():

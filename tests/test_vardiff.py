@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pool.vardiff import Vardiff, nice_difficulty
+from hashcoop.pool.core.vardiff import Vardiff, nice_difficulty
 
 
 def make(now=0.0, low=0.0001, high=1e12):

@@ -3,10 +3,10 @@ ckpool 0.9.9 / cpuminer 2.5.1 session solved on a real regtest bitcoind, from
 the Stratum lines alone, with the project's own job and share code."""
 import json
 
-from pool.btc.block import parse_block
-from pool.btc.target import difficulty_to_target
-from pool.jobs import Job
-from pool.shares import validate_share
+from hashcoop.pool.core.btc.block import parse_block
+from hashcoop.pool.core.btc.target import difficulty_to_target
+from hashcoop.pool.core.jobs import Job
+from hashcoop.pool.core.shares import validate_share
 from tests.vectors import DIR as VECTORS
 
 VECTOR = VECTORS / "ckpool-cpuminer-regtest.json"

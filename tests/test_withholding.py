@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pool.withholding import (
+from hashcoop.pool.core.withholding import (
     FlagLog,
     Tally,
     is_flagged,

@@ -25,7 +25,7 @@ def default_report() -> Path:
 
 
 def machine() -> dict:
-    from pool.bench.cli import machine as bench_machine
+    from hashcoop.pool.tools.bench.cli import machine as bench_machine
 
     m = bench_machine()
     m["hostname"] = os.uname().nodename

@@ -4,11 +4,11 @@ peak load for an hour (``--minutes``), watched every ``--sample-seconds``.
 The peak is the operator's figure for the busiest hour they plan for
 (``--peak-miners``, ``--peak-rate`` shares/s); the soak runs
 ``--load-factor`` (2) times it. The stack is the benchmark's
-(``pool.bench.stack``, ``hashcoop bench``): a real redis-server with AOF,
+(``hashcoop.pool.tools.bench.stack``, ``hashcoop bench``): a real redis-server with AOF,
 the stand-in node, the pool as its own process -- ``hashcoop run`` with
-Redis accounting, through ``pool.bench.poolproc``, which adds a
+Redis accounting, through ``hashcoop.pool.tools.bench.poolproc``, which adds a
 once-a-second dump of its counters -- and the load generators
-(``pool.bench.loadgen``), pool on one core and everything else on the
+(``hashcoop.pool.tools.bench.loadgen``), pool on one core and everything else on the
 other.
 
 What makes it a soak and not a benchmark:
@@ -30,7 +30,7 @@ What makes it a soak and not a benchmark:
   it) are sampled.
 
 The pool also writes where its memory is every 30 s (``HASHCOOP_MEMDIAG``,
-``pool.bench.poolproc``); the report carries it as ``memory_breakdown``:
+``hashcoop.pool.tools.bench.poolproc``); the report carries it as ``memory_breakdown``:
 CPython's arenas, glibc's heap, the duplicate keys held, the backlog.
 
 The verdict (``verdict()``, a pure function of the samples):
@@ -82,7 +82,7 @@ def memory_growth(samples: list[dict], warmup_s: float) -> dict:
     after = [s for s in samples if s["t"] >= warmup_s]
     if len(after) < 2:
         return {"growth": None, "samples_after_warmup": len(after)}
-    from pool.bench.stats import slope_per_minute
+    from hashcoop.pool.tools.bench.stats import slope_per_minute
 
     points = [(s["t"], s["rss"]) for s in after]
     n = len(points)
@@ -148,7 +148,7 @@ def verdict(samples: list[dict], *, warmup_s: float, expected_reject: float, tar
 
 def memory_breakdown(lines, t0: float) -> list[dict]:
     """The pool's own account of its memory (``HASHCOOP_MEMDIAG`` lines of
-    ``pool.bench.poolproc``, one every 30 s), in MB: resident and
+    ``hashcoop.pool.tools.bench.poolproc``, one every 30 s), in MB: resident and
     anonymous; CPython's small-object arenas (1 MiB each) and the bytes in
     and out of use in them; glibc's heap in use and free; the duplicate
     keys the jobs hold and the shares waiting for Redis."""
@@ -261,7 +261,7 @@ def bench_args(**overrides):
     """The benchmark's own defaults (``hashcoop bench``), with overrides."""
     import argparse
 
-    from pool.bench.cli import add_parser
+    from hashcoop.pool.tools.bench.cli import add_parser
 
     p = argparse.ArgumentParser()
     add_parser(p.add_subparsers(dest="command"))
@@ -276,11 +276,11 @@ def run_soak(*, minutes: float = 60.0, peak_miners: int = 1000, peak_rate: float
              bits: str = SOAK_BITS, auto_mine: float = 45.0, generators: int = 2, pool_cpus: str | None = "0",
              load_cpus: str | None = "1", redis_nice: int = 10, workdir: str | None = None, working_tree: bool = False,
              stall_every: float | None = None, stall_seconds: float = 60.0, log=print) -> dict:
-    from pool.bench import stats
-    from pool.bench.cli import TINY_DIFFICULTY, Bench, pool_config
-    from pool.bench.loadgen import hist_merge, hist_percentile
-    from pool.bench.stack import DevNode, PoolProcess, Redis, call_all
-    from pool.demo import free_port
+    from hashcoop.pool.tools.bench import stats
+    from hashcoop.pool.tools.bench.cli import TINY_DIFFICULTY, Bench, pool_config
+    from hashcoop.pool.tools.bench.loadgen import hist_merge, hist_percentile
+    from hashcoop.pool.tools.bench.stack import DevNode, PoolProcess, Redis, call_all
+    from hashcoop.pool.tools.demo import free_port
 
     miners = int(round(peak_miners * load_factor))
     rate = peak_rate * load_factor
@@ -312,7 +312,7 @@ def run_soak(*, minutes: float = 60.0, peak_miners: int = 1000, peak_rate: float
         d.mkdir(parents=True, exist_ok=True)
         cfg = pool_config(d / "pool.toml", port=port, node=node, redis_url=redis.url, data_dir=d / "data",
                           difficulty=TINY_DIFFICULTY)
-        # the pool writes where its memory is every 30 s (pool.bench.poolproc)
+        # the pool writes where its memory is every 30 s (hashcoop.pool.tools.bench.poolproc)
         memdiag = d / "memdiag.jsonl"
         pool = bench._own(PoolProcess(cfg, d, bench.pool_cpus, port, src=src, env={"HASHCOOP_MEMDIAG": str(memdiag)}))
         pool.wait_ready()

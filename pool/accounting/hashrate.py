@@ -11,9 +11,8 @@ import math
 import struct
 from typing import Iterable, Mapping
 
-from .keys import DAY_SLOTS, SERIES
-
-HASHES_PER_DIFFICULTY = 2.0 ** 32
+from hashcoop.pool.accounting.keys import DAY_SLOTS, SERIES
+from hashcoop.pool.core.btc.target import HASHES_PER_DIFFICULTY
 
 # Hashrate windows: name -> seconds
 WINDOWS = {"1m": 60, "5m": 300, "1h": 3600, "24h": 86400}

@@ -26,9 +26,8 @@ from pathlib import Path
 
 import orjson
 
-from pool.events import BlockFound, BlockStatus, ShareAccepted
-
-from .model import Batch, RejectCount
+from hashcoop.pool.accounting.model import Batch, RejectCount
+from hashcoop.pool.core.events import BlockFound, BlockStatus, ShareAccepted
 
 log = logging.getLogger("hashcoop.accounting")
 

@@ -12,7 +12,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from pool.events import BlockFound, BlockStatus, ShareAccepted, ShareRejected
+from hashcoop.pool.core.events import BlockFound, BlockStatus, ShareAccepted, ShareRejected
 
 _UNSAFE = re.compile(r"[\s:|]")
 
@@ -100,19 +100,3 @@ class Collector:
         b = Batch(run, counter, now, self.shares, list(self.rejects.values()), self.blocks, self.statuses)
         self.shares, self.rejects, self.blocks, self.statuses = [], {}, [], []
         return b
-
-
-@dataclass(slots=True, frozen=True)
-class LoggedShare:
-    """One accepted share as the durable share log keeps it."""
-
-    seq: int  # global sequence number (one order for every stratum process)
-    address: str
-    worker: str
-    difficulty: float  # credited
-    share_difficulty: float
-    job_id: str
-    hash: str  # header hash, display hex: the share id
-    time: float
-    is_block: bool
-    batch: str  # "<run>:<counter>" of the batch that carried it

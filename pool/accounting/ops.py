@@ -32,12 +32,11 @@ from math import isfinite
 
 import orjson
 
-from pool.withholding import share_expectation
-
-from .hashrate import bucket_index
-from .keys import DAY_SLOTS, SERIES, Keys, entity_addr, entity_pool, entity_worker
-from .model import Batch, clean_token
-from .window import ENTRY_SHARES, day_of, fmt
+from hashcoop.pool.accounting.hashrate import bucket_index
+from hashcoop.pool.accounting.keys import DAY_SLOTS, SERIES, Keys, entity_addr, entity_pool, entity_worker
+from hashcoop.pool.accounting.model import Batch, clean_token
+from hashcoop.pool.core.window import ENTRY_SHARES, day_of, fmt
+from hashcoop.pool.core.withholding import share_expectation
 
 RUN_TTL = 90 * 86400  # how long Redis remembers a run's applied batches: a journal older than this replays twice
 
@@ -79,7 +78,7 @@ class _Agg:
     def add(self, addr: str, worker: str, d: float, sd: float, t: float, h: str, bucket_keys, x: float, blk: bool) -> None:
         """One share; ``bucket_keys``: its ``(resolution, bucket index)`` for
         each of ``SERIES``, in that order; ``x`` its expected blocks
-        (``pool.withholding.share_expectation``), ``blk`` whether it is a block."""
+        (``hashcoop.pool.core.withholding.share_expectation``), ``blk`` whether it is a block."""
         self.count += 1
         self.diff += d
         self.expected += x

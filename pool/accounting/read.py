@@ -13,10 +13,11 @@ from typing import Callable
 
 from redis.client import NEVER_DECODE
 
-from .hashrate import WINDOWS, parse_buckets, resolution_for, series, unpack_days, window_hashrate
-from .keys import SERIES, Keys, entity_addr, entity_pool, entity_worker
-from .sharelog import ShareLogReader, Snapshot, _s
-from .window import Entry, walk, window_target
+from hashcoop.pool.accounting.hashrate import WINDOWS, parse_buckets, resolution_for, series, unpack_days, window_hashrate
+from hashcoop.pool.accounting.keys import SERIES, Keys, entity_addr, entity_pool, entity_worker
+from hashcoop.pool.accounting.sharelog import ShareLogReader, Snapshot, _s
+from hashcoop.pool.accounting.writer import redis_client
+from hashcoop.pool.core.window import Entry, walk, window_target
 
 
 def _f(v, default: float = 0.0) -> float:
@@ -50,8 +51,6 @@ class AccountingReader:
 
     @classmethod
     def from_config(cls, config, client=None) -> "AccountingReader":
-        from .writer import redis_client
-
         rc = config.redis
         client = client or redis_client(rc.url, socket_timeout=rc.socket_timeout, connect_timeout=rc.connect_timeout)
         a = config.accounting
@@ -239,7 +238,7 @@ class AccountingReader:
         ``workers`` / ``addresses``, i.e. with a share within
         ``idle_expiry``): ``([(address, worker, expected, blocks)],
         [(address, None, expected, blocks)])``. Read ``chunk`` hashes per
-        round trip; see ``pool.withholding``."""
+        round trip; see ``hashcoop.pool.core.withholding``."""
         k = self.keys
         members = [_s(m) for m in self.r.zrange(k.workers, 0, -1)]
         addresses = [_s(a) for a in self.r.zrange(k.addresses, 0, -1)]
@@ -336,6 +335,39 @@ class AccountingReader:
                 "seq": _i(b.get("seq")),
             })
         return out
+
+    def close(self) -> None:
+        self.r.close()
+
+    # -- rows the API composes with the ledger's ---------------------------------------------
+    def blocks_found(self) -> int:
+        """How many blocks the pool has found."""
+        return int(self.r.zcard(self.keys.blocks))
+
+    def block_rank(self, block_hash: str) -> int | None:
+        """Where ``block_hash`` stands among the found blocks, newest first
+        (the offset ``rounds`` takes), or None for a block never found."""
+        rank = self.r.zrevrank(self.keys.blocks, block_hash)
+        return None if rank is None else int(rank)
+
+    def address_parts(self, address: str, hashes: list[str]) -> list[tuple[float, float] | None]:
+        """For each block of ``hashes``: (the difficulty ``address`` has in its
+        PPLNS window, the window's total), or None when it has none there."""
+        p = self.r.pipeline(transaction=False)
+        for h in hashes:
+            p.hget(self.keys.snapshot_amounts(h), address)
+            p.hget(self.keys.snapshot(h), "total")
+        res = p.execute()
+        return [None if res[2 * i] is None else (float(_s(res[2 * i])), float(_s(res[2 * i + 1] or 0)))
+                for i in range(len(hashes))]
+
+    def block_times(self, hashes: list[str]) -> list[tuple[float | None, str | None]]:
+        """For each block of ``hashes``: (when it was found, the pool's status
+        of it), None where unknown."""
+        p = self.r.pipeline(transaction=False)
+        for h in hashes:
+            p.hmget(self.keys.block(h), "time", "status")
+        return [(float(_s(t)) if t is not None else None, _s(st) if st is not None else None) for t, st in p.execute()]
 
     def block_snapshot(self, block_hash: str) -> Snapshot | None:
         return self.sharelog.snapshot(block_hash)

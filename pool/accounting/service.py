@@ -20,13 +20,12 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from pool.events import BlockFound, BlockStatus, ShareAccepted, ShareRejected
-
-from .journal import Journal
-from .keys import Keys
-from .model import Collector
-from .ops import Settings
-from .writer import DEFAULT_MAX_BUFFERED, Item, RedisWriter, Report, append, recover, redis_client, spill
+from hashcoop.pool.accounting.journal import Journal
+from hashcoop.pool.accounting.keys import Keys
+from hashcoop.pool.accounting.model import Collector
+from hashcoop.pool.accounting.ops import Settings
+from hashcoop.pool.accounting.writer import DEFAULT_MAX_BUFFERED, Item, RedisWriter, Report, append, recover, redis_client, spill
+from hashcoop.pool.core.events import BlockFound, BlockStatus, ShareAccepted, ShareRejected
 
 log = logging.getLogger("hashcoop.accounting")
 

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import lua
-from .keys import Keys
-from .model import LoggedShare
-from .window import WindowResult, recompute_snapshot
+from hashcoop.pool.accounting import lua
+from hashcoop.pool.accounting.keys import Keys
+from hashcoop.pool.core.events import LoggedShare
+from hashcoop.pool.core.window import WindowResult, recompute_snapshot
 
 
 def _s(x) -> str:

@@ -28,11 +28,11 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from . import lua
-from .journal import Journal, JournalError, Ref
-from .keys import Keys
-from .model import Batch
-from .ops import Settings, build_payload
+from hashcoop.pool.accounting import lua
+from hashcoop.pool.accounting.journal import Journal, JournalError, Ref
+from hashcoop.pool.accounting.keys import Keys
+from hashcoop.pool.accounting.model import Batch
+from hashcoop.pool.accounting.ops import Settings, build_payload
 
 log = logging.getLogger("hashcoop.accounting")
 

@@ -16,14 +16,14 @@ from urllib.parse import quote, unquote
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
 from twisted.internet import defer
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from pool.btc.address import AddressError, address_to_script
-
-from . import pages
-from .reads import Busy, ReadTimeout
+from hashcoop.pool.core.btc.address import AddressError, address_to_script
+from hashcoop.pool.http import pages
+from hashcoop.pool.http.reads import Busy, ReadTimeout
 
 log = logging.getLogger("hashcoop.http")
 
@@ -446,10 +446,6 @@ def _not_found(message: str):
 
 
 def _is_store_error(e: BaseException) -> bool:
-    try:
-        from redis.exceptions import RedisError
-    except ImportError:  # pragma: no cover - redis is a dependency
-        return False
     return isinstance(e, (RedisError, OSError))
 
 

@@ -40,9 +40,8 @@ from twisted.internet.protocol import Protocol
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Site
 
-from pool.transports import unsent_bytes
-
-from .limits import MAX_REQUEST_BODY, Admission, Disconnect, LogThrottle, Refusal, body_refused, peer_ip
+from hashcoop.pool.http.limits import MAX_REQUEST_BODY, Admission, Disconnect, LogThrottle, Refusal, body_refused, peer_ip
+from hashcoop.pool.transports import unsent_bytes
 
 log = logging.getLogger("hashcoop.http")
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from pool.accounting.read import AccountingReader, _s
-from pool.withholding import lambda_threshold, suspects
+from hashcoop.pool.core.withholding import lambda_threshold, suspects
 
 # blocks whose window part an address page lists
 ADDRESS_BLOCKS = 20
@@ -41,10 +40,12 @@ def series_json(points) -> list[list[float]]:
 
 
 class PoolData:
-    """Blocking reads composed for the API. ``payouts`` is an object with the
-    payout service's read functions (``payouts_adapter.PayoutReads``) or None."""
+    """Blocking reads composed for the API. ``reader`` is the accounting
+    store's read side (``hashcoop.pool.accounting.read.AccountingReader``);
+    ``payouts`` is the ledger's (``hashcoop.payouts.reads.PayoutReads``) or
+    None. The wiring point builds both and hands them in."""
 
-    def __init__(self, reader: AccountingReader, payouts=None, clock: Callable[[], float] | None = None):
+    def __init__(self, reader, payouts=None, clock: Callable[[], float] | None = None):
         self.reader = reader
         self.payouts = payouts
         self.clock = clock or reader.clock
@@ -53,7 +54,7 @@ class PoolData:
     def summary(self) -> dict:
         r = self.reader
         s = r.pool_summary(blocks=LUCK_BLOCKS)
-        found = int(r.r.zcard(r.keys.blocks))
+        found = r.blocks_found()
         blocks = s.pop("blocks")
         out = _clean(s)
         out["blocks_found"] = found
@@ -90,11 +91,7 @@ class PoolData:
         rounds = rd.rounds(limit=limit)
         if not rounds:
             return []
-        p = rd.r.pipeline(transaction=False)
-        for b in rounds:
-            p.hget(rd.keys.snapshot_amounts(b["hash"]), address)
-            p.hget(rd.keys.snapshot(b["hash"]), "total")
-        res = p.execute()
+        parts = rd.address_parts(address, [b["hash"] for b in rounds])
         statuses = None
         if pay is not None:
             statuses = self.payouts.block_statuses([b["hash"] for b in rounds]) or {}
@@ -102,11 +99,10 @@ class PoolData:
             for c in pay["credits"]:
                 credited[c["block_hash"]] = credited.get(c["block_hash"], 0) + c["amount"]
         out = []
-        for i, b in enumerate(rounds):
-            mine, total = res[2 * i], res[2 * i + 1]
-            if mine is None:
+        for b, part in zip(rounds, parts):
+            if part is None:
                 continue
-            mine, total = float(_s(mine)), float(_s(total or 0))
+            mine, total = part
             frac = mine / total if total > 0 else 0.0
             out.append({
                 "hash": b["hash"], "height": b["height"], "time": b["time"], "status": b["status"],
@@ -138,13 +134,10 @@ class PoolData:
                        "credited_difficulty": mine, "window_total": total, "fraction": frac,
                        "reward_share": int(c["reward"] * frac), "payout": {"status": "confirmed", "credited": c["amount"]}}
         if rows:
-            p = rd.r.pipeline(transaction=False)
-            for h in rows:
-                p.hmget(rd.keys.block(h), "time", "status")
-            for (t, st), row in zip(p.execute(), rows.values()):
+            for (t, st), row in zip(rd.block_times(list(rows)), rows.values()):
                 if t is not None:
-                    row["time"] = float(_s(t))
-                row["status"] = _s(st) if st is not None else None
+                    row["time"] = t
+                row["status"] = st
         return list(rows.values())
 
     def worker(self, address: str, worker: str) -> dict | None:
@@ -154,7 +147,7 @@ class PoolData:
     # -- block withholding ----------------------------------------------------------------
     def withholding_verdicts(self, alpha: float) -> tuple[int, int, list, list]:
         """(workers checked, addresses checked, flagged workers, flagged
-        addresses), the flagged as ``pool.withholding.Verdict`` lists, most
+        addresses), the flagged as ``hashcoop.pool.core.withholding.Verdict`` lists, most
         suspicious first."""
         workers, addresses = self.reader.expected_blocks()
         return len(workers), len(addresses), suspects(workers, alpha), suspects(addresses, alpha)
@@ -172,7 +165,7 @@ class PoolData:
     def blocks(self, limit: int, offset: int) -> dict:
         rd = self.reader
         rounds = rd.rounds(limit=limit, offset=offset)
-        total = int(rd.r.zcard(rd.keys.blocks))
+        total = rd.blocks_found()
         reports = self.payouts.block_statuses([b["hash"] for b in rounds], offset) if self.payouts is not None else None
         for b in rounds:
             b["payout"] = reports.get(b["hash"]) if reports is not None else None
@@ -180,10 +173,10 @@ class PoolData:
 
     def block(self, block_hash: str) -> dict | None:
         rd = self.reader
-        rank = rd.r.zrevrank(rd.keys.blocks, block_hash)
+        rank = rd.block_rank(block_hash)
         if rank is None:
             return None
-        found = [b for b in rd.rounds(limit=1, offset=int(rank)) if b["hash"] == block_hash]
+        found = [b for b in rd.rounds(limit=1, offset=rank) if b["hash"] == block_hash]
         if not found:
             return None
         b = found[0]

@@ -3,7 +3,7 @@ the template being mined, Stratum connections, blocks being submitted,
 node and accounting health."""
 from __future__ import annotations
 
-from pool.btc.target import bits_difficulty
+from hashcoop.pool.core.btc.target import bits_difficulty
 
 
 class Live:

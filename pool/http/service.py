@@ -1,5 +1,5 @@
 """``HttpService``: the listeners of the HTTP side and the thread pool of its
-blocking reads. Built by ``pool.service.build_pool`` when the config has an
+blocking reads. Built by ``hashcoop.pool.app.service.build_pool`` when the config has an
 ``[http]`` section."""
 from __future__ import annotations
 
@@ -11,11 +11,13 @@ from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
 from twisted.python.threadpool import ThreadPool
 
-from .api import App, Root
-from .bounds import BoundedSite, Bounds
-from .live import Live
-from .reads import Reads
-from .sinks import MetricsSink
+from hashcoop.pool.http.api import App, Root
+from hashcoop.pool.http.bounds import BoundedSite, Bounds
+from hashcoop.pool.http.data import PoolData
+from hashcoop.pool.http.live import Live
+from hashcoop.pool.http.reads import Reads
+from hashcoop.pool.http.sinks import MetricsSink
+from hashcoop.pool.http.watch import WithholdingWatch
 
 log = logging.getLogger("hashcoop.http")
 
@@ -77,37 +79,28 @@ class HttpService(Service):
             if data is not None:
                 if data.payouts is not None:
                     data.payouts.close()
-                data.reader.r.close()
+                data.reader.close()
 
         return defer.gatherResults(ds, consumeErrors=True).addBoth(stop_threads)
 
 
 def build_http(config, reactor, metrics, *, work=None, stratum=None, submitter=None, nodes=None, accounting=None,
-               payouts=None) -> tuple[HttpService, MetricsSink]:
+               reader=None, payouts=None) -> tuple[HttpService, MetricsSink]:
     """The HTTP service and the event sink that feeds its hashrate gauge and
-    per-worker counters (the caller adds the sink to the pool's MultiSink)."""
+    per-worker counters (the caller adds the sink to the pool's MultiSink).
+    ``reader`` (the accounting store's read side) and ``payouts`` (the
+    ledger's) come from the wiring point; without a reader the API serves
+    only the live figures."""
     h = config.http
     threadpool = ThreadPool(minthreads=0, maxthreads=h.read_threads, name="hashcoop-http")
     reads = Reads(reactor, threadpool, ttl=h.cache_seconds, timeout=h.read_timeout, max_pending=h.max_pending_reads)
-    data = None
-    if config.redis is not None:
-        from pool.accounting.read import AccountingReader
-
-        from .data import PoolData
-
-        if payouts is None:
-            from .payouts import PayoutReads
-
-            payouts = PayoutReads.from_config(config)
-        data = PoolData(AccountingReader.from_config(config), payouts=payouts)
+    data = PoolData(reader, payouts=payouts) if reader is not None else None
     live = Live(clock=reactor, config=config, work=work, stratum=stratum, submitter=submitter, nodes=nodes,
                 accounting=accounting)
     app = App(config=config, reads=reads, data=data, live=live, metrics=metrics, static_dir=STATIC_DIR)
     sink = MetricsSink(metrics, reactor, per_worker=h.per_worker_metrics)
     extra = []
     if data is not None:
-        from .watch import WithholdingWatch
-
         a = config.accounting
         extra.append(WithholdingWatch(reads, data, metrics, alpha=a.withholding_alpha,
                                       interval=a.withholding_check_interval, clock=reactor))

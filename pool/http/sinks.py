@@ -3,9 +3,9 @@ per-worker counters. Called synchronously by Stratum for every share, so
 each call is a few dictionary updates (O(1), no I/O)."""
 from __future__ import annotations
 
-from pool.accounting.hashrate import HASHES_PER_DIFFICULTY
-from pool.events import BlockFound, BlockStatus, ShareAccepted, ShareRejected
-from pool.metrics import HASHRATE_WINDOWS
+from hashcoop.pool.core.btc.target import HASHES_PER_DIFFICULTY
+from hashcoop.pool.core.events import BlockFound, BlockStatus, ShareAccepted, ShareRejected
+from hashcoop.pool.metrics import HASHRATE_WINDOWS
 
 WINDOW_SECONDS = {"1m": 60, "5m": 300, "1h": 3600, "24h": 86400}
 # (bucket seconds, windows it serves): 10 s buckets up to an hour, 5 min beyond

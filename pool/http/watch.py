@@ -2,7 +2,7 @@
 seconds, read every worker's and address's expected blocks and blocks found
 (a blocking Redis read, in the HTTP side's rationed thread pool), set
 ``hashcoop_withholding_suspects`` and log who became flagged (and who no
-longer is). The statistics are ``pool.withholding``; docs/withholding.md
+longer is). The statistics are ``hashcoop.pool.core.withholding``; docs/withholding.md
 says what a flag means."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import logging
 from twisted.application.service import Service
 from twisted.internet.task import LoopingCall
 
-from pool.withholding import FlagLog
+from hashcoop.pool.core.withholding import FlagLog
 
 log = logging.getLogger("hashcoop.withholding")
 

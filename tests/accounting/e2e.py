@@ -14,8 +14,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from pool.accounting.sharelog import ShareLogReader
-from pool.btc.target import difficulty_to_target, target_to_bits
+from hashcoop.pool.accounting.sharelog import ShareLogReader
+from hashcoop.pool.core.btc.target import difficulty_to_target, target_to_bits
 from tests import procs
 from tests.procs import hashcoop, write_toml
 

@@ -1,6 +1,6 @@
 import pytest
 
-from pool.config import ConfigError, load_config
+from hashcoop.pool.config import ConfigError, load_config
 
 ADDR = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
 
@@ -33,7 +33,7 @@ def test_bad_values_are_reported_with_their_keys():
 def test_examples_still_load():
     from pathlib import Path
 
-    import pool
+    import hashcoop.pool
 
-    for p in (Path(pool.__file__).parent / "examples").glob("*.toml"):
+    for p in (Path(hashcoop.pool.__file__).parent / "examples").glob("*.toml"):
         load_config(p, env={})

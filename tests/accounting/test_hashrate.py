@@ -7,8 +7,16 @@ import struct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pool.accounting.hashrate import WINDOWS, bucket_index, hashrate, resolution_for, series, unpack_days, window_hashrate
-from pool.accounting.keys import SERIES
+from hashcoop.pool.accounting.hashrate import (
+    WINDOWS,
+    bucket_index,
+    hashrate,
+    resolution_for,
+    series,
+    unpack_days,
+    window_hashrate,
+)
+from hashcoop.pool.accounting.keys import SERIES
 
 
 def test_known_values():

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pool.accounting.journal import Journal, JournalError, decode_batch, encode_batch
-from pool.accounting.model import Batch, Collector, RejectCount
-from pool.events import BlockFound, BlockStatus, ShareAccepted, ShareRejected
+from hashcoop.pool.accounting.journal import Journal, JournalError, decode_batch, encode_batch
+from hashcoop.pool.accounting.model import Batch, Collector, RejectCount
+from hashcoop.pool.core.events import BlockFound, BlockStatus, ShareAccepted, ShareRejected
 
 text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=20)
 finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
@@ -145,8 +145,8 @@ def test_spill_keeps_the_limit_but_never_the_next_two_batches():
     """Beyond max_buffered shares the newest batches wait in the journal
     only; the oldest two stay in memory whatever their size, so a busy
     pool's big batches are not read back from the file."""
-    from pool.accounting.model import Batch
-    from pool.accounting.writer import Item, spill
+    from hashcoop.pool.accounting.model import Batch
+    from hashcoop.pool.accounting.writer import Item, spill
 
     def items(*sizes):
         out = []

@@ -11,11 +11,11 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pool.accounting.keys import SERIES, Keys
-from pool.accounting.model import Batch, clean_token
-from pool.accounting.ops import Settings, build_payload
-from pool.accounting.window import fmt
-from pool.events import ShareAccepted
+from hashcoop.pool.accounting.keys import SERIES, Keys
+from hashcoop.pool.accounting.model import Batch, clean_token
+from hashcoop.pool.accounting.ops import Settings, build_payload
+from hashcoop.pool.core.events import ShareAccepted
+from hashcoop.pool.core.window import fmt
 
 T0 = 1_700_000_000.0
 names = st.sampled_from(["bcrt1qa", "bcrt1qb", "w b", "w_b", "x:y", "x|y", "", "é", "a" * 200])
@@ -80,7 +80,7 @@ def test_zero_and_negative_zero_keep_their_own_text():
 
 
 def test_chunked_json_is_what_one_call_writes():
-    from pool.accounting.ops import _CHUNK, _dumps_list
+    from hashcoop.pool.accounting.ops import _CHUNK, _dumps_list
 
     for n in (0, 1, _CHUNK - 1, _CHUNK, _CHUNK + 1, 3 * _CHUNK + 7):
         items = [["op", f"k{i}", i, i / 7, math.inf if i % 5 == 0 else -0.0, None, [i, "x"]] for i in range(n)]

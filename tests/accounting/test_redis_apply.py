@@ -8,14 +8,14 @@ import threading
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pool.accounting import lua
-from pool.accounting.keys import Keys
-from pool.accounting.model import Batch, RejectCount
-from pool.accounting.ops import Settings, build_payload
-from pool.accounting.read import AccountingReader
-from pool.accounting.sharelog import ShareLogReader
-from pool.accounting.window import Entry, WindowModel, recompute_snapshot
-from pool.events import BlockFound, BlockStatus, ShareAccepted
+from hashcoop.pool.accounting import lua
+from hashcoop.pool.accounting.keys import Keys
+from hashcoop.pool.accounting.model import Batch, RejectCount
+from hashcoop.pool.accounting.ops import Settings, build_payload
+from hashcoop.pool.accounting.read import AccountingReader
+from hashcoop.pool.accounting.sharelog import ShareLogReader
+from hashcoop.pool.core.events import BlockFound, BlockStatus, ShareAccepted
+from hashcoop.pool.core.window import Entry, WindowModel, recompute_snapshot
 
 ADDRS = ["bcrt1qaaa", "bcrt1qbbb", "bcrt1qccc"]
 T0 = 1_700_000_000.0

@@ -16,12 +16,12 @@ from functools import partial
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
-from pool.accounting.keys import Keys
-from pool.accounting.ops import Settings
-from pool.accounting.service import AccountingService
-from pool.accounting.writer import RedisWriter, redis_client
-from pool.events import BlockFound, ShareAccepted, ShareRejected
-from pool.metrics import Metrics
+from hashcoop.pool.accounting.keys import Keys
+from hashcoop.pool.accounting.ops import Settings
+from hashcoop.pool.accounting.service import AccountingService
+from hashcoop.pool.accounting.writer import RedisWriter, redis_client
+from hashcoop.pool.core.events import BlockFound, ShareAccepted, ShareRejected
+from hashcoop.pool.metrics import Metrics
 
 ADDR = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
 
@@ -114,7 +114,7 @@ def test_one_call_per_thread_at_a_time_and_batches_grow_meanwhile(tmp_path, redi
     th.release("redis")
     r = redis_proc.client()
     assert r.get("t:seq") == "49" and svc.batches_written == 2
-    from pool.accounting.sharelog import ShareLogReader
+    from hashcoop.pool.accounting.sharelog import ShareLogReader
 
     assert [s.seq for s in ShareLogReader(r, "t:").shares(1, 49)] == list(range(1, 50))
 
@@ -165,7 +165,7 @@ def test_redis_outage_buffers_spills_and_flushes_in_order_exactly_once(tmp_path,
     assert value(m, "hashcoop_shares_buffered") == 0 and value(m, "hashcoop_redis_up") == 1
     assert r.get("t:seq") == "320" and r.hget("t:pool", "acc") == "320"
     # in order: the share log holds the shares in the order they came
-    from pool.accounting.sharelog import ShareLogReader
+    from hashcoop.pool.accounting.sharelog import ShareLogReader
 
     log = ShareLogReader(r, "t:").shares(1, 320)
     assert [s.hash for s in log] == [f"{i:064x}" for i in range(1, 321)]
@@ -178,12 +178,12 @@ CRASHER = textwrap.dedent("""
     import os, signal, sys
     from functools import partial
     sys.path.insert(0, {root!r})
-    from pool.accounting.keys import Keys
-    from pool.accounting.model import Collector
-    from pool.accounting.ops import Settings
-    from pool.accounting.journal import Journal
-    from pool.accounting.writer import RedisWriter, append, redis_client
-    from pool.events import ShareAccepted
+    from hashcoop.pool.accounting.keys import Keys
+    from hashcoop.pool.accounting.model import Collector
+    from hashcoop.pool.accounting.ops import Settings
+    from hashcoop.pool.accounting.journal import Journal
+    from hashcoop.pool.accounting.writer import RedisWriter, append, redis_client
+    from hashcoop.pool.core.events import ShareAccepted
     w = RedisWriter(partial(redis_client, {url!r}, socket_timeout=0.3, connect_timeout=0.3), Keys("t:"), Settings())
     w.journal = Journal({jdir!r})
     c = Collector()
@@ -224,7 +224,7 @@ def test_replay_after_kill_9_applies_every_batch_exactly_once(tmp_path, redis_pr
         clock.advance(0.25)
     assert r.get("t:seq") == "100" and r.hget("t:pool", "acc") == "100"
     assert value(svc.metrics, "hashcoop_journal_replayed_batches_total") >= 10
-    from pool.accounting.sharelog import ShareLogReader
+    from hashcoop.pool.accounting.sharelog import ShareLogReader
 
     assert [s.hash for s in ShareLogReader(r, "t:").shares(1, 100)] == [f"{i:064x}" for i in range(1, 101)]
     svc.stopService()
@@ -239,8 +239,8 @@ def test_replay_after_kill_9_applies_every_batch_exactly_once(tmp_path, redis_pr
 def test_build_pool_adds_accounting_only_when_redis_is_configured(tmp_path):
     from twisted.internet.testing import MemoryReactorClock
 
-    from pool.config import load_config
-    from pool.service import build_pool
+    from hashcoop.pool.app.service import build_pool
+    from hashcoop.pool.config import load_config
 
     data = {"pool": {"network": "regtest", "address": ADDR, "data_dir": str(tmp_path)},
             "nodes": [{"url": "http://127.0.0.1:1/", "user": "u", "password": "p"}]}
@@ -287,7 +287,7 @@ def test_redis_that_lost_its_last_writes_gets_them_again(tmp_path):
         for _ in range(20):
             clock.advance(1)
         assert r.get("t:seq") == "25" and r.hget("t:pool", "acc") == "25"
-        from pool.accounting.sharelog import ShareLogReader
+        from hashcoop.pool.accounting.sharelog import ShareLogReader
 
         assert [s.hash for s in ShareLogReader(r, "t:").shares(1, 25)] == [f"{i:064x}" for i in range(1, 26)]
         assert value(svc.metrics, "hashcoop_redis_batches_duplicate_total") == 17
@@ -311,7 +311,7 @@ def test_a_restarted_pool_and_redis_show_the_same_state(tmp_path):
     """Stop the pool, restart Redis from its AOF, start a new pool: workers,
     rounds, window and snapshots read back the same, and accounting goes on
     from where it was (one sequence, the open round continues)."""
-    from pool.accounting.read import AccountingReader
+    from hashcoop.pool.accounting.read import AccountingReader
     from tests.procs import RedisProcess
 
     rp = RedisProcess(tmp_path / "redis", persistent=True).start()

@@ -10,11 +10,11 @@ from pathlib import Path
 from twisted.internet import reactor, task
 from twisted.trial import unittest
 
-from pool.accounting.read import AccountingReader
-from pool.accounting.service import build_accounting
-from pool.config import load_config
-from pool.events import ShareAccepted
-from pool.metrics import Metrics
+from hashcoop.pool.accounting.read import AccountingReader
+from hashcoop.pool.accounting.service import build_accounting
+from hashcoop.pool.config import load_config
+from hashcoop.pool.core.events import ShareAccepted
+from hashcoop.pool.metrics import Metrics
 from tests.procs import REDIS_SERVER, RedisProcess
 
 ADDR = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"

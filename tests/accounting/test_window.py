@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from pool.accounting.model import LoggedShare
-from pool.accounting.window import (
+from hashcoop.pool.core.events import LoggedShare
+from hashcoop.pool.core.window import (
     Entry,
     NdReference,
     WindowModel,

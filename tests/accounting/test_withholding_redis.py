@@ -1,16 +1,15 @@
 """Expected blocks and blocks found accumulate in Redis from real batches,
-share by share at each share's network difficulty (pool.withholding)."""
+share by share at each share's network difficulty (hashcoop.pool.core.withholding)."""
 from __future__ import annotations
 
 import math
 
 import pytest
 
-from pool.accounting.model import Batch
-from pool.accounting.read import AccountingReader
-from pool.withholding import Tally, suspects
-
-from .test_redis_apply import ADDRS, T0, Applier, share
+from hashcoop.pool.accounting.model import Batch
+from hashcoop.pool.accounting.read import AccountingReader
+from hashcoop.pool.core.withholding import Tally, suspects
+from tests.accounting.test_redis_apply import ADDRS, T0, Applier, share
 
 
 def test_expected_blocks_and_blocks_accumulate_per_share_across_batches(redis_proc):

@@ -6,11 +6,11 @@ import math
 
 import pytest
 
-from pool.bench import stats
-from pool.bench.cli import TINY_DIFFICULTY, bench_addresses, bench_users, pool_config
-from pool.btc.address import address_to_script, get_network
-from pool.btc.target import MAX_TARGET, difficulty_to_target
-from pool.config import load_config
+from hashcoop.pool.config import load_config
+from hashcoop.pool.core.btc.address import address_to_script, get_network
+from hashcoop.pool.core.btc.target import MAX_TARGET, difficulty_to_target
+from hashcoop.pool.tools.bench import stats
+from hashcoop.pool.tools.bench.cli import TINY_DIFFICULTY, bench_addresses, bench_users, pool_config
 
 
 class Node:
@@ -74,8 +74,8 @@ def test_window_and_histogram_arithmetic():
 
 @pytest.mark.parametrize("difficulty,accepted", [(TINY_DIFFICULTY, True), (1.0, False)])
 def test_hotpath_measures_the_accept_and_the_reject_paths(difficulty, accepted):
-    from pool.bench import hotpath
-    from pool.events import MemorySink
+    from hashcoop.pool.core.events import MemorySink
+    from hashcoop.pool.tools.bench import hotpath
 
     sink = MemorySink()
     srv, cfg = hotpath.server(difficulty, sink)
@@ -94,7 +94,7 @@ def test_hotpath_measures_the_accept_and_the_reject_paths(difficulty, accepted):
 
 
 def test_ablation_measures_both_sides_of_each_lever():
-    from pool.bench import ablation
+    from hashcoop.pool.tools.bench import ablation
 
     for name, fn, n in (("merkle_branch", ablation.merkle_branch, 200), ("json", ablation.json_codec, 200),
                         ("notify", ablation.notify, 200), ("share_target", ablation.share_target, 200)):

@@ -12,7 +12,10 @@ import time
 import orjson
 import pytest
 
-from pool.bench.loadgen import (
+from hashcoop.pool.core.btc.address import address_to_script, get_network
+from hashcoop.pool.core.events import MemorySink
+from hashcoop.pool.core.jobs import JobManager
+from hashcoop.pool.tools.bench.loadgen import (
     BIN_US,
     BINS,
     Generator,
@@ -27,10 +30,7 @@ from pool.bench.loadgen import (
     submit_line,
     submit_parts,
 )
-from pool.btc.address import address_to_script, get_network
-from pool.events import MemorySink
-from pool.jobs import JobManager
-from stratum.server import StratumServer
+from hashcoop.stratum.server import StratumServer
 from tests.stratum.harness import ADDR, config, template
 
 # -- helpers ------------------------------------------------------------------------------
@@ -252,7 +252,7 @@ def test_commands_over_a_pipe():
 
 
 def test_generator_process_answers_commands():
-    from pool.bench.stack import LoadGen
+    from hashcoop.pool.tools.bench.stack import LoadGen
 
     g = LoadGen(None)
     try:

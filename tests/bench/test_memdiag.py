@@ -1,11 +1,11 @@
-"""The pool process's memory diagnostics (``HASHCOOP_MEMDIAG``, pool/bench/poolproc.py)."""
+"""The pool process's memory diagnostics (``HASHCOOP_MEMDIAG``, pool/tools/bench/poolproc.py)."""
 from __future__ import annotations
 
 import json
 import sys
 
-from pool.bench import poolproc
-from pool.keyset import KeySet
+from hashcoop.pool.core.keyset import KeySet
+from hashcoop.pool.tools.bench import poolproc
 
 
 class Job:

@@ -19,10 +19,10 @@ import orjson
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 
-from pool.btc.address import address_to_script, get_network
-from pool.config import load_config
-from pool.jobs import JobManager
-from stratum.extranonce import Extranonce1Allocator
+from hashcoop.pool.config import load_config
+from hashcoop.pool.core.btc.address import address_to_script, get_network
+from hashcoop.pool.core.jobs import JobManager
+from hashcoop.stratum.extranonce import Extranonce1Allocator
 from tests.stratum.harness import ADDR, Harness, template
 
 SEQ_DIR = Path(__file__).resolve().parent / "sequences"

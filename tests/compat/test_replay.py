@@ -22,9 +22,7 @@ import struct
 
 import pytest
 
-from tests.stratum.harness import ADDR, ADDR2
-
-from .replay import (
+from tests.compat.replay import (
     ASIC_PORT,
     ASIC_TEMPLATE_VERSION,
     BIP320_MASK,
@@ -48,7 +46,8 @@ from .replay import (
     reply,
     step,
 )
-from .replay import make_harness as _make_harness
+from tests.compat.replay import make_harness as _make_harness
+from tests.stratum.harness import ADDR, ADDR2
 
 CONFIGURE_OK = {"version-rolling": True, "version-rolling.mask": "1fffe000"}
 DUPLICATE, LOW_DIFFICULTY = 22, 23

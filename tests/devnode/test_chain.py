@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from pool.btc.block import witness_commitment
-from pool.btc.serialize import bip34_height
-from pool.devnode.chain import Chain, ChainError, TipChanged
-from pool.devnode.consensus import COIN, MAX_MONEY, REGTEST_GENESIS_HASH, Block, Coin, make_tx
-
-from .util import MINER, NOW, Clock, coinbase, faucet_coinbase, funded_chain, make_block, spend
+from hashcoop.pool.core.btc.block import witness_commitment
+from hashcoop.pool.core.btc.serialize import bip34_height
+from hashcoop.pool.tools.devnode.chain import Chain, ChainError, TipChanged
+from hashcoop.pool.tools.devnode.consensus import COIN, MAX_MONEY, REGTEST_GENESIS_HASH, Block, Coin, make_tx
+from tests.devnode.util import MINER, NOW, Clock, coinbase, faucet_coinbase, funded_chain, make_block, spend
 
 OTHER = bytes.fromhex("0014") + b"\x22" * 20
 

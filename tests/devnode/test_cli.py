@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def start(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, dict]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pool.cli", "devnode", "--rpcport", "0", "--datadir", str(tmp_path / "node"), "--print-ready", "--mempool-rate", "0", "--log-level", "WARNING", *extra],
+        [sys.executable, "-m", "hashcoop.pool.app.cli", "devnode", "--rpcport", "0", "--datadir", str(tmp_path / "node"), "--print-ready", "--mempool-rate", "0", "--log-level", "WARNING", *extra],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -93,7 +93,7 @@ def test_persist_across_processes(tmp_path):
 
 
 def test_help_documents_the_stand_in_extensions():
-    out = subprocess.run([sys.executable, "-m", "pool.cli", "devnode", "--help"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-m", "hashcoop.pool.app.cli", "devnode", "--help"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0
     for flag in ("--rpcbind", "--rpcport", "--datadir", "--rpcuser", "--rpcpassword", "--zmqpubhashblock", "--blocknotify"):
         assert flag in out.stdout
@@ -106,7 +106,7 @@ def test_help_documents_the_stand_in_extensions():
 
 @pytest.mark.parametrize("args", [["--bits", "217fffff"], ["--bits", "xyz"], ["--rpcport", "-1"], ["--mempool-rate", "-2"]])
 def test_bad_options_are_refused(tmp_path, args):
-    out = subprocess.run([sys.executable, "-m", "pool.cli", "devnode", "--datadir", str(tmp_path), *args], cwd=REPO, capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-m", "hashcoop.pool.app.cli", "devnode", "--datadir", str(tmp_path), *args], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "devnode" in out.stderr
 
 
@@ -114,7 +114,7 @@ def test_port_in_use(tmp_path):
     proc, info = start(tmp_path, "--initial-blocks", "0")
     try:
         out = subprocess.run(
-            [sys.executable, "-m", "pool.cli", "devnode", "--rpcport", str(info["rpcport"]), "--datadir", str(tmp_path / "other"), "--initial-blocks", "0"],
+            [sys.executable, "-m", "hashcoop.pool.app.cli", "devnode", "--rpcport", str(info["rpcport"]), "--datadir", str(tmp_path / "other"), "--initial-blocks", "0"],
             cwd=REPO, capture_output=True, text=True, timeout=60,
         )
         assert out.returncode == 1 and "cannot listen" in out.stderr

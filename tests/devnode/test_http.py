@@ -12,11 +12,17 @@ import pytest
 from twisted.internet import defer, task
 from twisted.internet.testing import StringTransport
 
-from pool.devnode.http import MAX_HEADERS_SIZE, BadRequest, HttpResponse, RequestParser, RpcHttpChannel, render_response
-from pool.devnode.rpc import Rpc
-from pool.devnode.server import Authenticator, JsonRpcDispatcher, RpcHttpHandler
-
-from .util import funded_chain
+from hashcoop.pool.tools.devnode.http import (
+    MAX_HEADERS_SIZE,
+    BadRequest,
+    HttpResponse,
+    RequestParser,
+    RpcHttpChannel,
+    render_response,
+)
+from hashcoop.pool.tools.devnode.rpc import Rpc
+from hashcoop.pool.tools.devnode.server import Authenticator, JsonRpcDispatcher, RpcHttpHandler
+from tests.devnode.util import funded_chain
 
 COOKIE = "__cookie__:" + "ab" * 32
 AUTH = b"Basic " + base64.b64encode(COOKIE.encode())

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from pool.btc.block import witness_commitment, witness_commitment_script
-from pool.devnode.consensus import COIN, witness_program
-from pool.devnode.mempool import Faucet, Mempool, MempoolReject, virtual_size
-from pool.devnode.rpc import Rpc
-
-from .util import FAUCET, MINER, faucet_coinbase, funded_chain, make_block, spend
+from hashcoop.pool.core.btc.block import witness_commitment, witness_commitment_script
+from hashcoop.pool.tools.devnode.consensus import COIN, witness_program
+from hashcoop.pool.tools.devnode.mempool import Faucet, Mempool, MempoolReject, virtual_size
+from hashcoop.pool.tools.devnode.rpc import Rpc
+from tests.devnode.util import FAUCET, MINER, faucet_coinbase, funded_chain, make_block, spend
 
 OTHER = bytes.fromhex("0014") + b"\x22" * 20
 

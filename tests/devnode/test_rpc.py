@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from pool.btc.address import NETWORKS, script_to_address
-from pool.btc.block import witness_commitment
-from pool.btc.hashing import hash_to_hex
-from pool.devnode.consensus import COIN, Block
-from pool.devnode.rpc import Amount, CoreFloat, Rpc, RpcError, dumps
-
-from .util import FAUCET, MINER, NOW, Clock, coinbase, faucet_coinbase, funded_chain, make_block, spend
+from hashcoop.pool.core.btc.address import NETWORKS, script_to_address
+from hashcoop.pool.core.btc.block import witness_commitment
+from hashcoop.pool.core.btc.hashing import hash_to_hex
+from hashcoop.pool.tools.devnode.consensus import COIN, Block
+from hashcoop.pool.tools.devnode.rpc import Amount, CoreFloat, Rpc, RpcError, dumps
+from tests.devnode.util import FAUCET, MINER, NOW, Clock, coinbase, faucet_coinbase, funded_chain, make_block, spend
 
 REGTEST = NETWORKS["regtest"]
 MINER_ADDR = script_to_address(MINER, REGTEST)
@@ -298,7 +297,7 @@ def test_thousands_of_transactions_stay_fast():
     template is cheaper still."""
     import time
 
-    from pool.devnode.mempool import p2wpkh_script
+    from hashcoop.pool.tools.devnode.mempool import p2wpkh_script
 
     chain, rpc = node(101)
     cb = faucet_coinbase(chain, 1)

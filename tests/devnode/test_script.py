@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from pool.btc.address import NETWORKS
-from pool.btc.bech32 import encode_segwit
-from pool.devnode.consensus import GENESIS_COINBASE
-from pool.devnode.script import (
+from hashcoop.pool.core.btc.address import NETWORKS
+from hashcoop.pool.core.btc.bech32 import encode_segwit
+from hashcoop.pool.tools.devnode.consensus import GENESIS_COINBASE
+from hashcoop.pool.tools.devnode.script import (
     AddressInvalid,
     decode_destination,
     descriptor_checksum,
@@ -68,7 +68,7 @@ def test_decode_destination_errors():
 
 def encode_segwit_any(version: int, program: bytes, bech32m: bool) -> str:
     """Encode without the validity checks of encode_segwit."""
-    from pool.btc.bech32 import BECH32_CONST, BECH32M_CONST, bech32_encode, convertbits
+    from hashcoop.pool.core.btc.bech32 import BECH32_CONST, BECH32M_CONST, bech32_encode, convertbits
 
     return bech32_encode("bcrt", [version] + convertbits(program, 8, 5), BECH32M_CONST if bech32m else BECH32_CONST)
 

@@ -20,10 +20,10 @@ from twisted.web.client import Agent, FileBodyProducer, ResponseDone
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 
-from pool.btc.address import NETWORKS, script_to_address
-from pool.devnode.http import RpcHttpFactory
-from pool.devnode.rpc import Rpc
-from pool.devnode.server import (
+from hashcoop.pool.core.btc.address import NETWORKS, script_to_address
+from hashcoop.pool.tools.devnode.http import RpcHttpFactory
+from hashcoop.pool.tools.devnode.rpc import Rpc
+from hashcoop.pool.tools.devnode.server import (
     OTHER_MINER_SCRIPT,
     Authenticator,
     DevNode,
@@ -32,8 +32,7 @@ from pool.devnode.server import (
     LongPollHub,
     RpcHttpHandler,
 )
-
-from .util import MINER, core_vectors, faucet_coinbase, funded_chain, recorded_chain, spend
+from tests.devnode.util import MINER, core_vectors, faucet_coinbase, funded_chain, recorded_chain, spend
 
 V = core_vectors()
 MINER_ADDR = script_to_address(MINER, NETWORKS["regtest"])

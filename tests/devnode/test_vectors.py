@@ -13,12 +13,11 @@ import copy
 
 import pytest
 
-from pool.btc.hashing import hash_to_hex, hex_to_hash
-from pool.devnode.chain import infer_prevout_script
-from pool.devnode.consensus import Coin, decode_block_hex
-from pool.devnode.rpc import RpcError, dumps
-
-from .util import ckpool_vectors, core_vectors, recorded_chain
+from hashcoop.pool.core.btc.hashing import hash_to_hex, hex_to_hash
+from hashcoop.pool.tools.devnode.chain import infer_prevout_script
+from hashcoop.pool.tools.devnode.consensus import Coin, decode_block_hex
+from hashcoop.pool.tools.devnode.rpc import RpcError, dumps
+from tests.devnode.util import ckpool_vectors, core_vectors, recorded_chain
 
 V = core_vectors()
 CASES = V["submitblock"]

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pool.btc.block import build_header, witness_commitment, witness_commitment_script
-from pool.btc.hashing import sha256d
-from pool.btc.serialize import bip34_height, push_data
-from pool.devnode.chain import BlockIndex, Chain, RecordedContext
-from pool.devnode.consensus import Block, check_proof_of_work, compute_merkle_root, make_tx
-from pool.devnode.mempool import Faucet, p2wpkh_script
-from pool.devnode.rpc import Rpc
+from hashcoop.pool.core.btc.block import build_header, witness_commitment, witness_commitment_script
+from hashcoop.pool.core.btc.hashing import sha256d
+from hashcoop.pool.core.btc.serialize import bip34_height, push_data
+from hashcoop.pool.tools.devnode.chain import BlockIndex, Chain, RecordedContext
+from hashcoop.pool.tools.devnode.consensus import Block, check_proof_of_work, compute_merkle_root, make_tx
+from hashcoop.pool.tools.devnode.mempool import Faucet, p2wpkh_script
+from hashcoop.pool.tools.devnode.rpc import Rpc
 from tests import vectors
 
 NOW = 1795651986  # the recorded wall clock; every test chain runs on it unless it says otherwise

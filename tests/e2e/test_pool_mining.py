@@ -13,10 +13,10 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.protocols.basic import LineReceiver
 from twisted.trial import unittest
 
-from pool.btc.target import DIFF1_TARGET, target_to_bits
-from pool.config import load_config
-from pool.events import MemorySink
-from pool.service import build_pool
+from hashcoop.pool.app.service import build_pool
+from hashcoop.pool.config import load_config
+from hashcoop.pool.core.btc.target import DIFF1_TARGET, target_to_bits
+from hashcoop.pool.core.events import MemorySink
 from tests.procs import DevNode, Miner, free_port
 
 POOL_ADDR = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
@@ -188,8 +188,8 @@ class PoolMiningTest(unittest.TestCase):
 
 
 def _prevhash(stratum_prev: str) -> str:
-    from pool.btc.hashing import hash_to_hex
-    from pool.jobs import stratum_prevhash
+    from hashcoop.pool.core.btc.hashing import hash_to_hex
+    from hashcoop.pool.core.jobs import stratum_prevhash
 
     return hash_to_hex(bytes.fromhex(stratum_prevhash(bytes.fromhex(stratum_prev))))
 

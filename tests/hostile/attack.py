@@ -15,7 +15,7 @@ import os
 import sys
 import time
 
-from .swarm import Swarm
+from tests.hostile.swarm import Swarm
 
 
 def main(argv=None) -> int:

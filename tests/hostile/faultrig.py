@@ -27,8 +27,8 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from pool.btc.hashing import hash_to_hex, sha256d
-from pool.miner.work import Job, hash_value
+from hashcoop.pool.core.btc.hashing import hash_to_hex, sha256d
+from hashcoop.pool.tools.miner.work import Job, hash_value
 from tests.procs import free_port, json_rpc, write_toml
 
 # --------------------------------------------------------------------------

@@ -40,20 +40,20 @@ def _rss() -> int:
 
 def main(argv: list[str]) -> int:
     opts = json.loads(argv[0]) if argv else {}
-    from pool.service import setup_logging
-    from stratum.reactor import install
+    from hashcoop.pool.app.service import setup_logging
+    from hashcoop.stratum.reactor import install
 
     setup_logging(opts.get("log_level", "WARNING"))  # Twisted's own errors (an exception out of a callback) included
     install()
     from twisted.internet import reactor
 
-    from pool.btc.address import address_to_script, get_network
-    from pool.config import load_config
-    from pool.events import MemorySink
-    from pool.jobs import JobManager
-    from pool.metrics import Metrics
-    from pool.transports import unsent_bytes as unsent
-    from stratum.server import StratumServer
+    from hashcoop.pool.config import load_config
+    from hashcoop.pool.core.btc.address import address_to_script, get_network
+    from hashcoop.pool.core.events import MemorySink
+    from hashcoop.pool.core.jobs import JobManager
+    from hashcoop.pool.metrics import Metrics
+    from hashcoop.pool.transports import unsent_bytes as unsent
+    from hashcoop.stratum.server import StratumServer
     from tests.procs import metric_samples, serve_control
     from tests.stratum.harness import ADDR, template
 

@@ -17,13 +17,12 @@ import time
 import orjson
 import pytest
 
-from stratum.protocol import FLUSH_EVERY
+from hashcoop.stratum.protocol import FLUSH_EVERY
+from tests.hostile.conftest import full
+from tests.hostile.peers import ADDR, CLASSES, NO_REPLY, feed
+from tests.hostile.swarm import Swarm
+from tests.hostile.test_connections import server  # noqa: F401  (the fixture)
 from tests.procs import ROOT
-
-from .conftest import full
-from .peers import ADDR, CLASSES, NO_REPLY, feed
-from .swarm import Swarm
-from .test_connections import server  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.hostile
 

@@ -12,11 +12,10 @@ import time
 
 import pytest
 
+from tests.hostile.conftest import full
+from tests.hostile.procs import StratumProc
+from tests.hostile.swarm import Swarm
 from tests.procs import ROOT, serve_processes
-
-from .conftest import full
-from .procs import StratumProc
-from .swarm import Swarm
 
 pytestmark = pytest.mark.hostile
 CAP = 4096  # stratum.max_line_length, the default

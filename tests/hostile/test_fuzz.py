@@ -12,7 +12,7 @@ import tracemalloc
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 
-from .fuzzing import SEED_OBJECTS, SEEDS, FuzzTarget, memory_in, streams
+from tests.hostile.fuzzing import SEED_OBJECTS, SEEDS, FuzzTarget, memory_in, streams
 
 pytestmark = pytest.mark.hostile
 BUDGET = int(os.environ.get("HASHCOOP_FUZZ_EXAMPLES", "3000"))

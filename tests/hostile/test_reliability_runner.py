@@ -38,7 +38,7 @@ def test_a_clean_run_reports_inputs_and_no_exception():
 
 
 def test_the_fuzz_loop_finds_a_crash_in_dispatch_and_reports_its_input(monkeypatch):
-    from stratum import session
+    from hashcoop.stratum import session
 
     def crashing(self, mid, params):  # a handler with a bug: a suggestion given as a string raises
         if params and isinstance(params[0], str):
@@ -56,7 +56,7 @@ def test_the_fuzz_loop_finds_a_crash_in_dispatch_and_reports_its_input(monkeypat
 
 
 def test_a_leak_is_reported(monkeypatch):
-    from stratum.server import StratumServer
+    from hashcoop.stratum.server import StratumServer
 
     real = StratumServer.close_session
 

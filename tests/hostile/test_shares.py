@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from pool.btc.target import difficulty_to_target
-from pool.shares import MAX_NTIME_FUTURE, Reject
-from stratum.errors import ERRORS
-from stratum.extranonce import Extranonce1Allocator
+from hashcoop.pool.core.btc.target import difficulty_to_target
+from hashcoop.pool.core.shares import MAX_NTIME_FUTURE, Reject
+from hashcoop.stratum.errors import ERRORS
+from hashcoop.stratum.extranonce import Extranonce1Allocator
 from tests.stratum.harness import ADDR, SHARE_DIFF, Harness, config, template
 
 pytestmark = pytest.mark.hostile

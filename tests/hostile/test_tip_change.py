@@ -7,10 +7,10 @@ import orjson
 import pytest
 from twisted.internet import task
 
-from pool.blocks import BlockSubmitter
-from pool.btc.address import get_network
-from pool.events import MemorySink
-from pool.node import NodeSet
+from hashcoop.pool.core.btc.address import get_network
+from hashcoop.pool.core.events import MemorySink
+from hashcoop.pool.node.blocks import BlockSubmitter
+from hashcoop.pool.node.nodes import NodeSet
 from tests.node.helpers import FakeClient
 from tests.stratum.harness import Harness, template
 

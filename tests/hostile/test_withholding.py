@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from pool.withholding import DEFAULT_ALPHA, Tally, is_flagged, lambda_threshold, log_poisson_cdf
+from hashcoop.pool.core.withholding import DEFAULT_ALPHA, Tally, is_flagged, lambda_threshold, log_poisson_cdf
 from tests.hostile.conftest import full
 
 pytestmark = pytest.mark.hostile

@@ -1,8 +1,7 @@
 import pytest
 
+from tests.http.rig import start
 from tests.procs import REDIS_SERVER
-
-from .rig import start
 
 
 @pytest.fixture(scope="session")

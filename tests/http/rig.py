@@ -73,7 +73,7 @@ class Rig:
         return self.tmp / "pool.toml"
 
     def payouts(self, *args: str) -> str:
-        res = subprocess.run([sys.executable, "-m", "pool.cli", "payouts", "-c", str(self.config), *args], cwd=ROOT,
+        res = subprocess.run([sys.executable, "-m", "hashcoop.pool.app.cli", "payouts", "-c", str(self.config), *args], cwd=ROOT,
                              capture_output=True, text=True, timeout=120)
         assert res.returncode == 0, res.stderr[-3000:]
         return res.stdout

@@ -36,20 +36,20 @@ def _rss() -> int:
 
 def main(argv: list[str]) -> int:
     opts = json.loads(argv[0]) if argv else {}
-    from pool.service import setup_logging
-    from stratum.reactor import install
+    from hashcoop.pool.app.service import setup_logging
+    from hashcoop.stratum.reactor import install
 
     setup_logging(opts.get("log_level", "INFO"))
     install()
     from twisted.internet import reactor
     from twisted.web.server import Site
 
-    from pool.config import load_config
-    from pool.http.api import Reply, Root
-    from pool.http.bounds import acked_bytes
-    from pool.http.service import build_http
-    from pool.metrics import Metrics
-    from pool.transports import unsent_bytes
+    from hashcoop.pool.config import load_config
+    from hashcoop.pool.http.api import Reply, Root
+    from hashcoop.pool.http.bounds import acked_bytes
+    from hashcoop.pool.http.service import build_http
+    from hashcoop.pool.metrics import Metrics
+    from hashcoop.pool.transports import unsent_bytes
     from tests.procs import metric_samples, serve_control
     from tests.stratum.harness import ADDR
 
@@ -73,7 +73,7 @@ def main(argv: list[str]) -> int:
             # connection's megabytes of kernel buffer
             import socket
 
-            from pool.http.bounds import BoundedChannel
+            from hashcoop.pool.http.bounds import BoundedChannel
 
             class SmallSendBuffer(BoundedChannel):
                 def connectionMade(self):

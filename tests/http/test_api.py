@@ -9,9 +9,8 @@ import time
 
 import pytest
 
-from pool.accounting.read import AccountingReader
-
-from .rig import CORS_ORIGIN, OTHER, TOKEN, UNKNOWN, WINDOW_DIFF, A, B
+from hashcoop.pool.accounting.read import AccountingReader
+from tests.http.rig import CORS_ORIGIN, OTHER, TOKEN, UNKNOWN, WINDOW_DIFF, A, B
 
 pytestmark = pytest.mark.slow
 
@@ -261,7 +260,7 @@ def test_security_headers(rig):
 
 # -- the payout ledger (filled by `hashcoop payouts run` after the mining run) --------------------------
 def _ledger(rig):
-    from payouts.db import make_engine
+    from hashcoop.payouts.db import make_engine
 
     return make_engine(f"sqlite:///{rig.tmp / 'data' / 'payouts.sqlite'}", writer=False)
 
@@ -275,7 +274,7 @@ def _sent_by_wallet(rig) -> dict[str, list[str]]:
 
 
 def test_address_balance_credits_and_payments(rig):
-    from payouts import read
+    from hashcoop.payouts import read
 
     engine = _ledger(rig)
     sent = _sent_by_wallet(rig)
@@ -312,7 +311,7 @@ def test_an_address_only_the_ledger_knows_is_not_404(rig):
 
 
 def test_blocks_carry_the_payout_report(rig):
-    from payouts import read
+    from hashcoop.payouts import read
 
     engine = _ledger(rig)
     _, body = rig.json("/api/v1/blocks?limit=100")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .rig import A
+from tests.http.rig import A
 
 pytestmark = pytest.mark.slow
 

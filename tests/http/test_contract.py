@@ -12,7 +12,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from .rig import TOKEN, UNKNOWN, A, B
+from tests.http.rig import TOKEN, UNKNOWN, A, B
 
 pytestmark = pytest.mark.slow
 

@@ -18,12 +18,11 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from pool.config import ConfigError
-from pool.http.bounds import REFUSED, BoundedChannel, BoundedSite, Bounds
-from pool.http.limits import Admission, Disconnect, LogThrottle, Refusal, peer_ip
-from pool.metrics import Metrics
-
-from .test_units import config
+from hashcoop.pool.config import ConfigError
+from hashcoop.pool.http.bounds import REFUSED, BoundedChannel, BoundedSite, Bounds
+from hashcoop.pool.http.limits import Admission, Disconnect, LogThrottle, Refusal, peer_ip
+from hashcoop.pool.metrics import Metrics
+from tests.http.test_units import config
 
 BUFFER = 1000  # the stand-in transport's bufferSize (Twisted's is 64 KiB)
 PAGE = 3000  # a page bigger than that

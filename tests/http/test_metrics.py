@@ -9,7 +9,7 @@ import subprocess
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from .rig import A, B
+from tests.http.rig import A, B
 
 pytestmark = pytest.mark.slow
 
@@ -95,9 +95,9 @@ def test_per_worker_labels_are_off_by_default():
     from prometheus_client import generate_latest
     from twisted.internet.task import Clock
 
-    from pool.config import load_config
-    from pool.http.sinks import MetricsSink
-    from pool.metrics import Metrics
+    from hashcoop.pool.config import load_config
+    from hashcoop.pool.http.sinks import MetricsSink
+    from hashcoop.pool.metrics import Metrics
 
     cfg = load_config(data={"pool": {"address": A}, "nodes": [{"url": "http://x"}], "http": {}}, env={})
     assert cfg.http.per_worker_metrics is False

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 
 def status(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pool.cli", "status", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "hashcoop.pool.app.cli", "status", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=60)
 
 

@@ -10,14 +10,14 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.web.test.requesthelper import DummyChannel, DummyRequest
 
-from pool.config import ConfigError, load_config
-from pool.http.api import ApiError, App, check_address, check_hash, check_worker
-from pool.http.live import Live
-from pool.http.pages import Pages, fmt_btc, fmt_hashrate
-from pool.http.reads import Busy, Reads, ReadTimeout
-from pool.http.service import STATIC_DIR
-from pool.http.sinks import HashrateTracker, MetricsSink
-from pool.metrics import Metrics, SampledTimer
+from hashcoop.pool.config import ConfigError, load_config
+from hashcoop.pool.http.api import ApiError, App, check_address, check_hash, check_worker
+from hashcoop.pool.http.live import Live
+from hashcoop.pool.http.pages import Pages, fmt_btc, fmt_hashrate
+from hashcoop.pool.http.reads import Busy, Reads, ReadTimeout
+from hashcoop.pool.http.service import STATIC_DIR
+from hashcoop.pool.http.sinks import HashrateTracker, MetricsSink
+from hashcoop.pool.metrics import Metrics, SampledTimer
 
 ADDR = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
 TOKEN = "t" * 20
@@ -121,7 +121,7 @@ def test_hashrate_tracker_windows():
 
 
 def test_metrics_sink_feeds_the_gauge_and_per_worker_counters():
-    from pool.events import ShareAccepted, ShareRejected
+    from hashcoop.pool.core.events import ShareAccepted, ShareRejected
 
     clock = Clock()
     clock.advance(1000)

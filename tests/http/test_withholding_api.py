@@ -11,19 +11,18 @@ import pytest
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
-from pool.accounting.model import Batch
-from pool.accounting.read import AccountingReader
-from pool.http.api import App
-from pool.http.data import PoolData
-from pool.http.live import Live
-from pool.http.reads import Reads
-from pool.http.service import STATIC_DIR
-from pool.http.watch import WithholdingWatch
-from pool.metrics import Metrics
+from hashcoop.pool.accounting.model import Batch
+from hashcoop.pool.accounting.read import AccountingReader
+from hashcoop.pool.http.api import App
+from hashcoop.pool.http.data import PoolData
+from hashcoop.pool.http.live import Live
+from hashcoop.pool.http.reads import Reads
+from hashcoop.pool.http.service import STATIC_DIR
+from hashcoop.pool.http.watch import WithholdingWatch
+from hashcoop.pool.metrics import Metrics
 from tests.accounting.test_redis_apply import T0, Applier, share
+from tests.http.test_units import TOKEN, call, config
 from tests.procs import REDIS_SERVER, RedisProcess
-
-from .test_units import TOKEN, call, config
 
 HIDER, HONEST = "bcrt1qhider", "bcrt1qhonest"
 

@@ -8,13 +8,12 @@ from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
-from pool.btc.hashing import hash_to_hex, sha256d
-from pool.btc.target import DIFF1_TARGET
-from pool.miner import user_agent
-from pool.miner.client import Backoff, MinerController, MinerOptions, format_error
-from pool.miner.work import DEFAULT_VERSION_MASK, hash_value, share_target
-
-from .vectors import SOLVING_JOB, accepted_block, ckpool_session, lines, notify, recorded_submit, subscribe_result
+from hashcoop.pool.core.btc.hashing import hash_to_hex, sha256d
+from hashcoop.pool.core.btc.target import DIFF1_TARGET
+from hashcoop.pool.tools.miner import user_agent
+from hashcoop.pool.tools.miner.client import Backoff, MinerController, MinerOptions, format_error
+from hashcoop.pool.tools.miner.work import DEFAULT_VERSION_MASK, hash_value, share_target
+from tests.miner.vectors import SOLVING_JOB, accepted_block, ckpool_session, lines, notify, recorded_submit, subscribe_result
 
 USER = "bcrt1ql7tjprhhlrdzkj3tewzuttn9mt0u4d0564ntyj.rig1"
 EASY = 1e-12  # share target capped at 2**256-1: any nonce is a share

@@ -1,6 +1,6 @@
 """End to end: ``hashcoop miner`` as a subprocess against a tiny scripted
 Stratum server on a real socket. The server checks every share with
-``pool.btc`` primitives only (not the miner's own code)."""
+``hashcoop.pool.core.btc`` primitives only (not the miner's own code)."""
 import json
 import os
 import sys
@@ -10,11 +10,10 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.trial import unittest
 
-from pool.btc.block import build_header
-from pool.btc.hashing import fold_branch, sha256d
-from pool.btc.target import difficulty_to_target
-
-from .vectors import notify
+from hashcoop.pool.core.btc.block import build_header
+from hashcoop.pool.core.btc.hashing import fold_branch, sha256d
+from hashcoop.pool.core.btc.target import difficulty_to_target
+from tests.miner.vectors import notify
 
 EXTRANONCE2_SIZE = 4
 MASK = 0x1FFFE000
@@ -129,7 +128,7 @@ class ScriptedPoolFactory(protocol.ServerFactory):
 
 
 def miner_args(port: int, *extra: str) -> list[str]:
-    return ["-m", "pool.cli", "miner", "-o", f"stratum+tcp://127.0.0.1:{port}", "-u", USER, *extra]
+    return ["-m", "hashcoop.pool.app.cli", "miner", "-o", f"stratum+tcp://127.0.0.1:{port}", "-u", USER, *extra]
 
 
 class MinerProcess(protocol.ProcessProtocol):

@@ -6,12 +6,11 @@ import time
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
-from pool.btc.hashing import sha256d
-from pool.miner.hasher import HasherPool, _Worker, scan, unit_message
-from pool.miner.work import NONCE_SPACE, WorkSource, hash_value
-
-from .test_work import vector_job
-from .vectors import recorded_submit
+from hashcoop.pool.core.btc.hashing import sha256d
+from hashcoop.pool.tools.miner.hasher import HasherPool, _Worker, scan, unit_message
+from hashcoop.pool.tools.miner.work import NONCE_SPACE, WorkSource, hash_value
+from tests.miner.test_work import vector_job
+from tests.miner.vectors import recorded_submit
 
 SOLVING_NONCE = int(recorded_submit()["params"][4], 16)
 

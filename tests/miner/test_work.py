@@ -4,10 +4,10 @@ from fractions import Fraction
 
 import pytest
 
-from pool.btc.block import parse_block
-from pool.btc.hashing import hash_to_hex, merkle_root, sha256d
-from pool.btc.target import DIFF1_TARGET, MAX_TARGET
-from pool.miner.work import (
+from hashcoop.pool.core.btc.block import parse_block
+from hashcoop.pool.core.btc.hashing import hash_to_hex, merkle_root, sha256d
+from hashcoop.pool.core.btc.target import DIFF1_TARGET, MAX_TARGET
+from hashcoop.pool.tools.miner.work import (
     DEFAULT_VERSION_MASK,
     NONCE_SPACE,
     Job,
@@ -20,8 +20,7 @@ from pool.miner.work import (
     spread_bits,
     stratum_prevhash_to_header,
 )
-
-from .vectors import accepted_block, notify, recorded_submit, subscribe_result
+from tests.miner.vectors import accepted_block, notify, recorded_submit, subscribe_result
 
 
 def vector_job(difficulty: float = 1.0, received_at: float = 0.0) -> Job:

@@ -13,9 +13,9 @@ from twisted.protocols.policies import WrappingFactory
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
-from pool.btc.hashing import hex_to_hash
-from pool.rpc import RPCError, RPCTimeout, RPCTransportError
-from pool.template import Template
+from hashcoop.pool.core.btc.hashing import hex_to_hash
+from hashcoop.pool.core.template import Template
+from hashcoop.pool.rpc import RPCError, RPCTimeout, RPCTransportError
 from tests import vectors
 from tests.vectors import DIR as VECTORS
 
@@ -289,8 +289,8 @@ class FakeChain:
         return {"hash": blockhash, "height": h, "confirmations": len(self.hashes) - h}
 
     def submitblock(self, block_hex):
-        from pool.btc.block import parse_block
-        from pool.btc.hashing import hash_to_hex, sha256d
+        from hashcoop.pool.core.btc.block import parse_block
+        from hashcoop.pool.core.btc.hashing import hash_to_hex, sha256d
 
         header = parse_block(bytes.fromhex(block_hex))[0]
         h = hash_to_hex(sha256d(header))

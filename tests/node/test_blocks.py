@@ -10,14 +10,13 @@ import orjson
 import pytest
 from twisted.internet import task
 
-from pool.blocks import BlockSubmitter, classify, result_label, verdict_text
-from pool.btc.address import get_network
-from pool.events import BlockFound, MemorySink
-from pool.metrics import Metrics
-from pool.node import NodeSet
-from pool.rpc import RPCError, RPCTimeout
-
-from .helpers import CORE, FakeClient, down, tip
+from hashcoop.pool.core.btc.address import get_network
+from hashcoop.pool.core.events import BlockFound, MemorySink
+from hashcoop.pool.metrics import Metrics
+from hashcoop.pool.node.blocks import BlockSubmitter, classify, result_label, verdict_text
+from hashcoop.pool.node.nodes import NodeSet
+from hashcoop.pool.rpc import RPCError, RPCTimeout
+from tests.node.helpers import CORE, FakeClient, down, tip
 
 VALID = next(c for c in CORE["submitblock"] if c["case"] == "valid")
 HEIGHT = CORE["context"]["tip_header"]["height"] + 1

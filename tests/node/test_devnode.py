@@ -12,21 +12,20 @@ import sys
 from twisted.internet import defer, protocol, task
 from twisted.trial import unittest
 
-from pool.blocks import BlockSubmitter
-from pool.btc.address import get_network
-from pool.btc.block import parse_block
-from pool.btc.hashing import hash_to_hex, sha256d
-from pool.btc.target import bits_to_target
-from pool.events import MemorySink
-from pool.metrics import Metrics
-from pool.node import NodeSet
-from pool.rpc import NodeClient, RPCError, RPCTransportError
-from pool.tipwatch import NotifyListener
-from pool.work import WorkSource
+from hashcoop.pool.core.btc.address import get_network
+from hashcoop.pool.core.btc.block import parse_block
+from hashcoop.pool.core.btc.hashing import hash_to_hex, sha256d
+from hashcoop.pool.core.btc.target import bits_to_target
+from hashcoop.pool.core.events import MemorySink
+from hashcoop.pool.metrics import Metrics
+from hashcoop.pool.node.blocks import BlockSubmitter
+from hashcoop.pool.node.nodes import NodeSet
+from hashcoop.pool.node.tipwatch import NotifyListener
+from hashcoop.pool.node.work import WorkSource
+from hashcoop.pool.rpc import NodeClient, RPCError, RPCTransportError
+from tests.node.test_blocks import found as recorded_found
+from tests.node.test_tipwatch import REPO
 from tests.procs import free_port
-
-from .test_blocks import found as recorded_found
-from .test_tipwatch import REPO
 
 ADDRESS = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
 
@@ -68,7 +67,7 @@ class DevnodeTest(unittest.TestCase):
         self.notify_hints = []
         self.listener = NotifyListener(reactor, "tcp:0:interface=127.0.0.1", lambda h, s: self.notify_hints.append(h))
         yield self.listener.start()
-        notify = (f"{sys.executable} -m pool.cli notify --endpoint "
+        notify = (f"{sys.executable} -m hashcoop.pool.app.cli notify --endpoint "
                   f"tcp:host=127.0.0.1:port={self.listener.port.getHost().port} %s")
         self.zmq_endpoint = f"tcp://127.0.0.1:{free_port()}"
         self.datadir = self.mktemp()
@@ -81,7 +80,7 @@ class DevnodeTest(unittest.TestCase):
 
     def spawn(self, *extra) -> defer.Deferred:
         self.proc = _Devnode()
-        args = [sys.executable, "-m", "pool.cli", "devnode", *extra, *self.args]
+        args = [sys.executable, "-m", "hashcoop.pool.app.cli", "devnode", *extra, *self.args]
         self.reactor.spawnProcess(self.proc, sys.executable, args, env=dict(os.environ), path=str(REPO))
         return self.proc.ready.addTimeout(30, self.reactor)
 

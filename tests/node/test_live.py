@@ -12,18 +12,17 @@ import zmq
 from twisted.internet import defer, task
 from twisted.trial import unittest
 
-from pool.blocks import BlockSubmitter
-from pool.btc.address import get_network
-from pool.events import MemorySink
-from pool.metrics import Metrics
-from pool.node import NodeSet
-from pool.rpc import NodeClient
-from pool.tipwatch import NotifyListener, ZMQHashblock
-from pool.work import WorkSource
-
-from .helpers import FakeChain, FakeCoreServer
-from .test_blocks import VALID, found
-from .test_tipwatch import REPO
+from hashcoop.pool.core.btc.address import get_network
+from hashcoop.pool.core.events import MemorySink
+from hashcoop.pool.metrics import Metrics
+from hashcoop.pool.node.blocks import BlockSubmitter
+from hashcoop.pool.node.nodes import NodeSet
+from hashcoop.pool.node.tipwatch import NotifyListener, ZMQHashblock
+from hashcoop.pool.node.work import WorkSource
+from hashcoop.pool.rpc import NodeClient
+from tests.node.helpers import FakeChain, FakeCoreServer
+from tests.node.test_blocks import VALID, found
+from tests.node.test_tipwatch import REPO
 
 
 class LiveTest(unittest.TestCase):
@@ -136,7 +135,7 @@ class LiveTest(unittest.TestCase):
         yield self.until(lambda: listener.port is not None)
         h = self.mine_everywhere()
         out, err, code = yield getProcessOutputAndValue(
-            sys.executable, ["-m", "pool.cli", "notify", "--endpoint", f"tcp:host=127.0.0.1:port={listener.port.getHost().port}", h],
+            sys.executable, ["-m", "hashcoop.pool.app.cli", "notify", "--endpoint", f"tcp:host=127.0.0.1:port={listener.port.getHost().port}", h],
             env=dict(os.environ), path=str(REPO))
         self.assertEqual(code, 0, err)
         yield self.until(lambda: ws.current.prevhash_hex == h)

@@ -8,13 +8,12 @@ import pytest
 from twisted.internet import defer, task
 from twisted.trial import unittest
 
-from pool.btc.address import get_network
-from pool.metrics import Metrics
-from pool.node import NodeSet, NoNodeAvailable
-from pool.rpc import NodeClient, RPCError, RPCTimeout
-from pool.template import Template
-
-from .helpers import CORE, GBT, CoreError, FakeClient, FakeCoreServer, closed_port, down
+from hashcoop.pool.core.btc.address import get_network
+from hashcoop.pool.core.template import Template
+from hashcoop.pool.metrics import Metrics
+from hashcoop.pool.node.nodes import NodeSet, NoNodeAvailable
+from hashcoop.pool.rpc import NodeClient, RPCError, RPCTimeout
+from tests.node.helpers import CORE, GBT, CoreError, FakeClient, FakeCoreServer, closed_port, down
 
 REGTEST = get_network("regtest")
 
@@ -262,8 +261,8 @@ class RealHTTPNodeSetTest(unittest.TestCase):
 
 
 def test_clients_from_config(tmp_path):
-    from pool.config import load_config
-    from pool.node import clients_from_config
+    from hashcoop.pool.config import load_config
+    from hashcoop.pool.node.nodes import clients_from_config
 
     cfg = load_config(data={
         "pool": {"network": "regtest", "address": "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"},

@@ -11,17 +11,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet import defer
 
-from pool.btc.address import get_network
-from pool.btc.block import build_header
-from pool.btc.hashing import hex_to_hash
-from pool.events import BlockFound, BlockStatus
-from pool.rpc import RPCError
-from pool.template import EMPTY_BLOCK_WITNESS_COMMITMENT, successor
-
-from .helpers import template, tip
-from .test_blocks import Rig as SubmitRig
-from .test_blocks import fired
-from .test_work import Rig as WorkRig
+from hashcoop.pool.core.btc.address import get_network
+from hashcoop.pool.core.btc.block import build_header
+from hashcoop.pool.core.btc.hashing import hex_to_hash
+from hashcoop.pool.core.events import BlockFound, BlockStatus
+from hashcoop.pool.core.template import EMPTY_BLOCK_WITNESS_COMMITMENT, successor
+from hashcoop.pool.rpc import RPCError
+from tests.node.helpers import template, tip
+from tests.node.test_blocks import Rig as SubmitRig
+from tests.node.test_blocks import fired
+from tests.node.test_work import Rig as WorkRig
 
 REGTEST = get_network("regtest")
 

@@ -11,10 +11,9 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
-from pool.metrics import Metrics
-from pool.rpc import NodeClient, RPCError, RPCTimeout, RPCTransportError
-
-from .helpers import CORE, CoreError, FakeCoreServer, closed_port
+from hashcoop.pool.metrics import Metrics
+from hashcoop.pool.rpc import NodeClient, RPCError, RPCTimeout, RPCTransportError
+from tests.node.helpers import CORE, CoreError, FakeCoreServer, closed_port
 
 
 def metric(m: Metrics, name: str, **labels) -> float:

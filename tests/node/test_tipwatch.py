@@ -18,21 +18,12 @@ from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.trial import unittest
 
-from pool.config import WorkSection
-from pool.rpc import RPCTimeout
-from pool.tipwatch import (
-    DEFAULT_NOTIFY_LISTEN,
-    BestHashPoller,
-    LongPoller,
-    NotifyListener,
-    ZMQHashblock,
-    client_address,
-    notify_listen_from_config,
-    split_endpoint,
-)
+from hashcoop.pool.config import WorkSection
+from hashcoop.pool.node.notify import DEFAULT_NOTIFY_LISTEN, client_address, notify_listen_from_config, split_endpoint
+from hashcoop.pool.node.tipwatch import BestHashPoller, LongPoller, NotifyListener, ZMQHashblock
+from hashcoop.pool.rpc import RPCTimeout
+from tests.node.helpers import FakeNodeSet, down, template, tip
 from tests.procs import free_port
-
-from .helpers import FakeNodeSet, down, template, tip
 
 REPO = Path(__file__).resolve().parents[2]
 HASH = "26e6ca76b3f41be296332042168cdb74be5943754093df575c848d219e2f568c"
@@ -191,7 +182,7 @@ def test_default_listen_matches_config_and_env_override(tmp_path):
 
 def test_notify_command_stays_light():
     code = (
-        "import sys; from pool.cli import main\n"
+        "import sys; from hashcoop.pool.app.cli import main\n"
         "rc = main(['notify', '--endpoint', 'tcp:host=127.0.0.1:port=1', '--timeout', '0.5', '" + HASH + "'])\n"
         "heavy = [m for m in ('twisted', 'zmq', 'pydantic', 'orjson', 'bitcoin') if m in sys.modules]\n"
         "print(rc, heavy)\n"
@@ -202,7 +193,7 @@ def test_notify_command_stays_light():
 
 def run_notify(*args, env=None, timeout=30):
     start = time.monotonic()
-    p = subprocess.run([sys.executable, "-m", "pool.cli", "notify", *args], capture_output=True, text=True,
+    p = subprocess.run([sys.executable, "-m", "hashcoop.pool.app.cli", "notify", *args], capture_output=True, text=True,
                        cwd=REPO, timeout=timeout, env=env)
     return p.returncode, p.stderr, time.monotonic() - start
 
@@ -316,13 +307,13 @@ class NotifyListenerTest(unittest.TestCase):
         cfg = self.mktemp()
         with open(cfg, "w") as f:
             f.write(f'[pool]\naddress = "ignored by notify"\n[work]\nnotify_listen = "tcp:{lst.port.getHost().port}:interface=127.0.0.1"\n')
-        out, err, code = yield getProcessOutputAndValue(sys.executable, ["-m", "pool.cli", "notify", "-c", cfg, HASH], env=dict(os.environ), path=str(REPO))
+        out, err, code = yield getProcessOutputAndValue(sys.executable, ["-m", "hashcoop.pool.app.cli", "notify", "-c", cfg, HASH], env=dict(os.environ), path=str(REPO))
         self.assertEqual(code, 0, err)
         self.assertEqual(self.hints, [(HASH, "notify")])
         sock = os.path.join(self.mktemp() + "d", "n.sock")
         os.makedirs(os.path.dirname(sock))
         yield self.listen(f"unix:{sock}")
-        out, err, code = yield getProcessOutputAndValue(sys.executable, ["-m", "pool.cli", "notify", "--endpoint", f"unix:{sock}", tip(7)], env=dict(os.environ), path=str(REPO))
+        out, err, code = yield getProcessOutputAndValue(sys.executable, ["-m", "hashcoop.pool.app.cli", "notify", "--endpoint", f"unix:{sock}", tip(7)], env=dict(os.environ), path=str(REPO))
         self.assertEqual(code, 0, err)
         self.assertEqual(self.hints[-1], (tip(7), "notify"))
 
@@ -340,7 +331,7 @@ class NotifyListenerTest(unittest.TestCase):
         port = yield TCP4ServerEndpoint(self.reactor, 0, interface="127.0.0.1").listen(Factory.forProtocol(Grumpy))
         self.addCleanup(port.stopListening)
         out, err, code = yield getProcessOutputAndValue(
-            sys.executable, ["-m", "pool.cli", "notify", "--endpoint", f"tcp:host=127.0.0.1:port={port.getHost().port}", HASH],
+            sys.executable, ["-m", "hashcoop.pool.app.cli", "notify", "--endpoint", f"tcp:host=127.0.0.1:port={port.getHost().port}", HASH],
             env=dict(os.environ), path=str(REPO))
         self.assertEqual(code, 1)
         self.assertIn(b"go away", err)

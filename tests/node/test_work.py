@@ -8,13 +8,12 @@ import logging
 import pytest
 from twisted.internet import task
 
-from pool.btc.target import bits_difficulty
-from pool.metrics import Metrics
-from pool.template import Template, signet_needs_solution
-from pool.tipwatch import BestHashPoller, LongPoller, NotifyListener, ZMQHashblock
-from pool.work import WorkSource
-
-from .helpers import GBT, FakeNodeSet, down, template, tip
+from hashcoop.pool.core.btc.target import bits_difficulty
+from hashcoop.pool.core.template import Template, signet_needs_solution
+from hashcoop.pool.metrics import Metrics
+from hashcoop.pool.node.tipwatch import BestHashPoller, LongPoller, NotifyListener, ZMQHashblock
+from hashcoop.pool.node.work import WorkSource
+from tests.node.helpers import GBT, FakeNodeSet, down, template, tip
 
 
 class Rig:
@@ -331,8 +330,8 @@ def test_startup_logs_the_new_block_sources(caplog):
 def test_poll_interval_zero_in_the_config_turns_the_poll_off(tmp_path):
     from twisted.internet.testing import MemoryReactorClock
 
-    from pool.config import load_config
-    from pool.service import build_pool
+    from hashcoop.pool.app.service import build_pool
+    from hashcoop.pool.config import load_config
 
     data = {"pool": {"network": "regtest", "address": "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080", "data_dir": str(tmp_path)},
             "nodes": [{"url": "http://127.0.0.1:1/", "user": "u", "password": "p", "longpoll": False}],

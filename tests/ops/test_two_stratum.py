@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from pool.btc.target import DIFF1_TARGET, target_to_bits
+from hashcoop.pool.core.btc.target import DIFF1_TARGET, target_to_bits
 from tests.ops.stack import subscribe
 from tests.procs import DevNode, Miner, PoolProcess, RedisProcess, free_port
 
@@ -141,13 +141,13 @@ def test_two_stratum_processes_share_one_redis_without_doubles_losses_or_extrano
     cfg = str(pools[0].path)
 
     def payouts(*args):
-        return subprocess.run([sys.executable, "-m", "pool.cli", "payouts", "-c", cfg, *args], capture_output=True,
+        return subprocess.run([sys.executable, "-m", "hashcoop.pool.app.cli", "payouts", "-c", cfg, *args], capture_output=True,
                               text=True, timeout=120)
 
     once = payouts("run", "--once")
     assert once.returncode == 0, once.stderr[-3000:]
-    from payouts import read
-    from payouts.db import make_engine
+    from hashcoop.payouts import read
+    from hashcoop.payouts.db import make_engine
 
     engine = make_engine(pools[0].config["database"]["url"], writer=False)
     try:

@@ -9,7 +9,7 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from payouts.db import make_engine, migrate
+from hashcoop.payouts.db import make_engine, migrate
 
 PG_URL = os.environ.get("HASHCOOP_TEST_DATABASE_URL", "")
 

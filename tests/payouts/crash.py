@@ -25,15 +25,14 @@ from typing import Any, Callable, Iterator
 import pytest
 import sqlalchemy as sa
 
-from payouts import read
-from payouts.cli import KILL_ENV
-from payouts.db import make_engine, migrate
-from payouts.ledger import BlockSnapshot, Ledger
-from payouts.service import STEPS
-
-from . import crashchild
-from .helpers import h
-from .rig import OTHER, sends_by_address, write_config
+from hashcoop.payouts import read
+from hashcoop.payouts.db import make_engine, migrate
+from hashcoop.payouts.ledger import BlockSnapshot, Ledger
+from hashcoop.payouts.service import STEPS
+from hashcoop.pool.app.payouts_cli import KILL_ENV
+from tests.payouts import crashchild
+from tests.payouts.helpers import h
+from tests.payouts.rig import OTHER, sends_by_address, write_config
 
 REJECTED = "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"  # a mainnet address: a regtest node rejects it
 PAYEES = ["bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080",

@@ -1,5 +1,5 @@
 """`hashcoop ARGS` as a forked child (the crash tests' payout runs, and
-the real-node payout tests' commands): the same ``pool.cli.main`` as the
+the real-node payout tests' commands): the same ``hashcoop.pool.app.cli.main`` as the
 command line, started from a forkserver that has the modules imported
 already, so a hundred restarts take seconds, not minutes (a fresh
 interpreter spends 2-7 s importing on a busy 2-core machine). The child
@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 import sys
 
-PRELOAD = ["pool.cli", "payouts.cli", "payouts.service", "payouts.ledger", "payouts.db", "payouts.verify", "payouts.read",
-           "pool.config", "pool.service", "pool.rpc", "pool.accounting.sharelog", "pool.accounting.writer", "redis",
+PRELOAD = ["hashcoop.pool.app.cli", "hashcoop.pool.app.payouts_cli", "hashcoop.payouts.service", "hashcoop.payouts.ledger", "hashcoop.payouts.db", "hashcoop.payouts.verify", "hashcoop.payouts.read",
+           "hashcoop.pool.config", "hashcoop.pool.app.service", "hashcoop.pool.rpc", "hashcoop.pool.accounting.sharelog", "hashcoop.pool.accounting.writer", "redis",
            "alembic.command", "alembic.config", "alembic.runtime.migration", "sqlite3", "sqlalchemy.dialects.sqlite", "idna",
            "twisted.web.client", "twisted.internet.epollreactor"]  # imported, not installed: each child installs its own reactor
 
@@ -27,6 +27,6 @@ def cli(argv: list[str], out_path: str, err_path: str, env: dict[str, str]) -> N
             os.environ[k] = v
         else:
             os.environ.pop(k, None)
-    from pool.cli import main
+    from hashcoop.pool.app.cli import main
 
     sys.exit(main(argv))

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import hashlib
 
-from payouts.ledger import BlockSnapshot
-from pool.accounting.model import LoggedShare
+from hashcoop.payouts.ledger import BlockSnapshot
+from hashcoop.pool.core.events import LoggedShare
 
 
 class FakeClock:

@@ -50,7 +50,7 @@ def write_config(path: Path, *, node, pool_address: str, data_dir: Path, db_url:
 def payouts(config: Path, *args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
     e = dict(os.environ, PYTHONUNBUFFERED="1")
     e.update(env or {})
-    return subprocess.run([sys.executable, "-m", "pool.cli", "payouts", "-c", str(config), *args], cwd=ROOT, env=e,
+    return subprocess.run([sys.executable, "-m", "hashcoop.pool.app.cli", "payouts", "-c", str(config), *args], cwd=ROOT, env=e,
                           capture_output=True, text=True, timeout=timeout)
 
 

@@ -14,9 +14,8 @@ import os
 import pytest
 
 from tests.hostile.conftest import figures, full  # noqa: F401 (figures is a fixture)
-
-from .crash import WalletNode, crash_run, forkserver, postgres_schema  # noqa: F401 (forkserver is a fixture)
-from .rig import wallet_node
+from tests.payouts.crash import WalletNode, crash_run, forkserver, postgres_schema  # noqa: F401 (forkserver is a fixture)
+from tests.payouts.rig import wallet_node
 
 pytestmark = [pytest.mark.slow, pytest.mark.hostile]
 KILLS_PER_STEP = 100 if full() else 20

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from payouts.maturity import NodeView, decide
-from payouts.payments import Payee, TxView, check_funded, fee_shares, plan_batches, reconcile
+from hashcoop.payouts.maturity import NodeView, decide
+from hashcoop.payouts.payments import Payee, TxView, check_funded, fee_shares, plan_batches, reconcile
 
 H, OTHER = "aa" * 32, "bb" * 32
 
@@ -73,7 +73,7 @@ def test_a_ledger_that_cannot_be_reached_is_told_from_a_bug():
 
     from sqlalchemy import exc
 
-    from payouts.service import ledger_unavailable
+    from hashcoop.payouts.service import ledger_unavailable
 
     locked = exc.OperationalError("BEGIN IMMEDIATE", {}, sqlite3.OperationalError("database is locked"))
     gone = exc.DBAPIError("SELECT 1", {}, Exception("server closed the connection"), connection_invalidated=True)
@@ -90,7 +90,7 @@ def test_a_connection_cut_during_the_pre_ping_is_an_unavailable_ledger():
     import psycopg
     from sqlalchemy import exc
 
-    from payouts.service import ledger_unavailable
+    from hashcoop.payouts.service import ledger_unavailable
 
     try:
         try:

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from hashcoop.pool.tools.devnode.chain import Chain
+from hashcoop.pool.tools.devnode.rpc import Rpc, RpcError, dumps
+from hashcoop.pool.tools.devnode.wallet import register_wallet_rpcs
 from ops.record_wallet_vectors import session
-from pool.devnode.chain import Chain
-from pool.devnode.rpc import Rpc, RpcError, dumps
-from pool.devnode.wallet import register_wallet_rpcs
 from tests.vectors.wallet import differences, recording
 
 

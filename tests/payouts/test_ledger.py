@@ -8,12 +8,11 @@ import multiprocessing
 
 import pytest
 
-from payouts import read
-from payouts.ledger import LeaseLost, Ledger, LedgerError, make_holder
-from payouts.payments import Payee
-from payouts.pplns import build_report, canonical_json, report_digest, split_reward
-
-from .helpers import FakeClock, h, shares_for, snapshot_for
+from hashcoop.payouts import read
+from hashcoop.payouts.ledger import LeaseLost, Ledger, LedgerError, make_holder
+from hashcoop.payouts.payments import Payee
+from hashcoop.payouts.pplns import build_report, canonical_json, report_digest, split_reward
+from tests.payouts.helpers import FakeClock, h, shares_for, snapshot_for
 
 A, B, C = "bcrt1qaaaa", "bcrt1qbbbb", "bcrt1qcccc"
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from payouts.pplns import (
+from hashcoop.payouts.pplns import (
     build_report,
     canonical_json,
     diff_reports,

@@ -20,10 +20,10 @@ import random
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
-from pool.btc.block import build_header, witness_commitment, witness_commitment_script
-from pool.btc.hashing import hex_to_hash, sha256d
-from pool.btc.serialize import bip34_height, push_data
-from pool.devnode.consensus import Block, check_proof_of_work, compute_merkle_root, derive_target, make_tx
+from hashcoop.pool.core.btc.block import build_header, witness_commitment, witness_commitment_script
+from hashcoop.pool.core.btc.hashing import hex_to_hash, sha256d
+from hashcoop.pool.core.btc.serialize import bip34_height, push_data
+from hashcoop.pool.tools.devnode.consensus import Block, check_proof_of_work, compute_merkle_root, derive_target, make_tx
 
 OP_TRUE = b"\x51"
 ANYONE = b"\x00\x20" + hashlib.sha256(OP_TRUE).digest()  # P2WSH(OP_TRUE)
@@ -55,7 +55,7 @@ class Context:
 
     @classmethod
     def from_gbt(cls, gbt: dict) -> "Context":
-        from pool.btc.block import parse_tx
+        from hashcoop.pool.core.btc.block import parse_tx
 
         return cls(hex_to_hash(gbt["previousblockhash"]), gbt["height"], gbt["version"], int(gbt["bits"], 16),
                    gbt["curtime"], gbt["mintime"], gbt["coinbasevalue"],

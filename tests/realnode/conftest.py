@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.procs import REDIS_SERVER, PoolProcess, RedisProcess
-
-from .core import CoreNode, Minerd
+from tests.realnode.core import CoreNode, Minerd
 
 
 @pytest.fixture

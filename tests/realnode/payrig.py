@@ -8,11 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pool.accounting.sharelog import ShareLogReader, Snapshot
+from hashcoop.pool.accounting.sharelog import ShareLogReader, Snapshot
 from tests.procs import free_port, wait_for
-
-from .core import CoreError, CoreNode
-from .rig import pool_config
+from tests.realnode.core import CoreError, CoreNode
+from tests.realnode.rig import pool_config
 
 DIFFICULTY = 0.001  # a share every ~0.6 s per minerd thread; on regtest every share is also a block
 WINDOW = 0.015  # the PPLNS window in share difficulty: the last 15 shares

@@ -9,10 +9,9 @@ import threading
 import time
 from pathlib import Path
 
-from pool.btc.hashing import hash_to_hex
-from pool.jobs import stratum_prevhash
-
-from .core import CoreNode
+from hashcoop.pool.core.btc.hashing import hash_to_hex
+from hashcoop.pool.core.jobs import stratum_prevhash
+from tests.realnode.core import CoreNode
 
 # regtest addresses nobody holds a key for (BIP173 vectors and friends)
 POOL_ADDR = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"

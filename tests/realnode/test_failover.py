@@ -39,9 +39,8 @@ import pytest
 
 from tests.hostile.faultrig import read_journal
 from tests.procs import free_port, wait_for
-
-from .core import COIN, CoreNode
-from .rig import MINER_A, OTHER, POOL_ADDR, Probe, pool_config
+from tests.realnode.core import COIN, CoreNode
+from tests.realnode.rig import MINER_A, OTHER, POOL_ADDR, Probe, pool_config
 
 pytestmark = pytest.mark.bitcoind(needs=("MINERD",))
 

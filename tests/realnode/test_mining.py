@@ -18,9 +18,8 @@ import time
 import pytest
 
 from tests.procs import free_port, wait_for
-
-from .core import IN_FLIGHT
-from .rig import MINER_A, MINER_B, POOL_ADDR, pool_config
+from tests.realnode.core import IN_FLIGHT
+from tests.realnode.rig import MINER_A, MINER_B, POOL_ADDR, pool_config
 
 pytestmark = pytest.mark.bitcoind(needs=("MINERD",))
 BLOCKS = 20

@@ -28,8 +28,7 @@ import time
 import pytest
 
 from tests.procs import free_port, wait_for
-
-from .rig import MINER_A, OTHER, Probe, pool_config
+from tests.realnode.rig import MINER_A, OTHER, Probe, pool_config
 
 pytestmark = pytest.mark.bitcoind(needs=("BITCOIN_CLI",))
 
@@ -53,7 +52,7 @@ SOURCES = ("zmq", "notify", "longpoll", "poll")
 def notify_command(config_path) -> str:
     """bitcoind's ``-blocknotify``: ``hashcoop notify -c CONFIG %s`` with this
     interpreter (the venv's), as an operator would run the console script."""
-    return f"{shlex.quote(sys.executable)} -m pool.cli notify -c {shlex.quote(str(config_path))} %s"
+    return f"{shlex.quote(sys.executable)} -m hashcoop.pool.app.cli notify -c {shlex.quote(str(config_path))} %s"
 
 
 def only(source: str, node, tmp_path) -> dict:

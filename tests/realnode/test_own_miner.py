@@ -8,8 +8,7 @@ import json
 import pytest
 
 from tests.procs import Miner, free_port, wait_for
-
-from .rig import MINER_A, OTHER, POOL_ADDR, pool_config
+from tests.realnode.rig import MINER_A, OTHER, POOL_ADDR, pool_config
 
 pytestmark = pytest.mark.bitcoind
 

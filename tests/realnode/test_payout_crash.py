@@ -20,8 +20,7 @@ import pytest
 
 from tests.hostile.conftest import figures, full  # noqa: F401 (figures is a fixture)
 from tests.payouts.crash import PAYEES, WalletNode, crash_run, forkserver, postgres_schema  # noqa: F401 (forkserver is a fixture)
-
-from .core import COIN
+from tests.realnode.core import COIN
 
 pytestmark = [pytest.mark.bitcoind, pytest.mark.hostile]
 KILLS_PER_STEP = 20 if full() else 3

@@ -23,15 +23,14 @@ from __future__ import annotations
 
 import pytest
 
-from payouts import read
-from payouts.db import make_engine
-from payouts.payments import fee_shares
-from payouts.pplns import split_reward
+from hashcoop.payouts import read
+from hashcoop.payouts.db import make_engine
+from hashcoop.payouts.payments import fee_shares
+from hashcoop.payouts.pplns import split_reward
 from tests.payouts.crash import ForkedCLI, forkserver  # noqa: F401 (forkserver is a fixture)
-
-from .core import COIN
-from .payrig import core_with_pool_wallet, mine
-from .rig import OTHER
+from tests.realnode.core import COIN
+from tests.realnode.payrig import core_with_pool_wallet, mine
+from tests.realnode.rig import OTHER
 
 pytestmark = pytest.mark.bitcoind(needs=("MINERD",))
 FLOAT = 50 * COIN  # the operator's float: the block leaving initial block download pays the pool's wallet

@@ -15,8 +15,7 @@ import pytest
 
 from tests.ops.stack import http_get
 from tests.procs import ROOT, PoolProcess, free_port, wait_for
-
-from .rig import MINER_A, OTHER
+from tests.realnode.rig import MINER_A, OTHER
 
 pytestmark = pytest.mark.bitcoind(needs=("BITCOIN_CLI", "MINERD"))
 
@@ -24,7 +23,7 @@ pytestmark = pytest.mark.bitcoind(needs=("BITCOIN_CLI", "MINERD"))
 def hashcoop_command() -> str:
     """The venv's console script, as the README's $PWD/.venv/bin/hashcoop."""
     script = Path(sys.executable).with_name("hashcoop")
-    return str(script) if script.exists() else f"{sys.executable} -m pool.cli"
+    return str(script) if script.exists() else f"{sys.executable} -m hashcoop.pool.app.cli"
 
 
 def test_the_readme_regtest_walkthrough(tmp_path, core, minerd):

@@ -25,13 +25,12 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from payouts import read
-from payouts.db import make_engine
-from payouts.pplns import split_reward
+from hashcoop.payouts import read
+from hashcoop.payouts.db import make_engine
+from hashcoop.payouts.pplns import split_reward
 from tests.payouts.crash import ForkedCLI, forkserver  # noqa: F401 (forkserver is a fixture)
-
-from .payrig import NO_PAY, core_with_pool_wallet, in_main_chain, mine
-from .rig import MINER_A, MINER_B, OTHER
+from tests.realnode.payrig import NO_PAY, core_with_pool_wallet, in_main_chain, mine
+from tests.realnode.rig import MINER_A, MINER_B, OTHER
 
 pytestmark = pytest.mark.bitcoind(needs=("MINERD",))
 

@@ -30,9 +30,8 @@ import pytest
 
 from tests.hostile.faultrig import read_journal
 from tests.procs import free_port, wait_for
-
-from .core import COIN, IN_FLIGHT, CoreNode
-from .rig import SIGNET_OTHER, pool_config
+from tests.realnode.core import COIN, IN_FLIGHT, CoreNode
+from tests.realnode.rig import SIGNET_OTHER, pool_config
 
 pytestmark = pytest.mark.bitcoind(needs=("MINERD",))
 

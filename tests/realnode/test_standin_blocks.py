@@ -25,15 +25,14 @@ import time
 
 import pytest
 
-from pool.btc.address import NETWORKS, script_to_address
-from pool.btc.hashing import hash_to_hex, hex_to_hash
-from pool.btc.serialize import bip34_height, push_data
-from pool.devnode.chain import Chain
-from pool.devnode.consensus import decode_block_hex
-from pool.devnode.rpc import Rpc, RpcError
+from hashcoop.pool.core.btc.address import NETWORKS, script_to_address
+from hashcoop.pool.core.btc.hashing import hash_to_hex, hex_to_hash
+from hashcoop.pool.core.btc.serialize import bip34_height, push_data
+from hashcoop.pool.tools.devnode.chain import Chain
+from hashcoop.pool.tools.devnode.consensus import decode_block_hex
+from hashcoop.pool.tools.devnode.rpc import Rpc, RpcError
 from tests import vectors
-
-from .blocklab import ANYONE, MAX_FUTURE_BLOCK_TIME, Coin, Context, Draft, Lab, mutate, spend, subsidy
+from tests.realnode.blocklab import ANYONE, MAX_FUTURE_BLOCK_TIME, Coin, Context, Draft, Lab, mutate, spend, subsidy
 
 SEED = 20261207
 ROUNDS = 400

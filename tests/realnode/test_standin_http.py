@@ -10,7 +10,7 @@ several requests on one connection, pipelined, ``Connection: close``,
 chunked bodies, ``Expect: 100-continue`` (curl), no Content-Length, JSON-RPC
 1.0 and 2.0, notifications, batches, errors; and the malformed ones, which
 both must refuse alike. Two things Core does are left out on purpose (see
-pool/devnode/http.py): a malformed request pipelined behind a valid one
+pool/tools/devnode/http.py): a malformed request pipelined behind a valid one
 makes Core drop the valid one's answer, and Core still answers a request
 pipelined behind ``Connection: close``.
 """
@@ -23,9 +23,8 @@ from pathlib import Path
 import pytest
 
 from tests.procs import DevNode
-
-from .core import CoreNode
-from .rawhttp import exchange
+from tests.realnode.core import CoreNode
+from tests.realnode.rawhttp import exchange
 
 TIMEOUT = 3  # -rpcservertimeout on both
 BODY = b'{"jsonrpc":"1.0","id":1,"method":"getblockcount","params":[]}'

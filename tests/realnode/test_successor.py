@@ -1,5 +1,5 @@
 """The empty template the pool mines on right after finding a block
-(``pool.template.successor``) against Bitcoin Core: Core's own template for
+(``hashcoop.pool.core.template.successor``) against Bitcoin Core: Core's own template for
 the same tip, and Core's verdict on the block the pool would build from it
 (``getblocktemplate`` proposal mode: every check but the proof of work),
 across regtest's first halving and a version-bits period, with block times
@@ -10,13 +10,12 @@ import dataclasses
 
 import pytest
 
-from pool.btc.address import address_to_script, get_network
-from pool.btc.block import build_header
-from pool.btc.hashing import fold_branch, hex_to_hash, sha256d
-from pool.jobs import JobManager
-from pool.template import Template, successor
-
-from .rig import OTHER, POOL_ADDR
+from hashcoop.pool.core.btc.address import address_to_script, get_network
+from hashcoop.pool.core.btc.block import build_header
+from hashcoop.pool.core.btc.hashing import fold_branch, hex_to_hash, sha256d
+from hashcoop.pool.core.jobs import JobManager
+from hashcoop.pool.core.template import Template, successor
+from tests.realnode.rig import OTHER, POOL_ADDR
 
 pytestmark = pytest.mark.bitcoind
 RULES = {"rules": ["segwit"]}

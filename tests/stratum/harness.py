@@ -11,16 +11,16 @@ from twisted.internet.abstract import FileDescriptor
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
-from pool.btc.address import address_to_script, get_network
-from pool.btc.hashing import fold_branch, sha256d
-from pool.btc.target import DIFF1_TARGET, difficulty_to_target, target_to_bits
-from pool.config import load_config
-from pool.events import BlockStatus, MemorySink
-from pool.jobs import JobManager
-from pool.metrics import Metrics
-from pool.template import Template
-from stratum.protocol import StratumProtocol
-from stratum.server import StratumFactory, StratumServer
+from hashcoop.pool.config import load_config
+from hashcoop.pool.core.btc.address import address_to_script, get_network
+from hashcoop.pool.core.btc.hashing import fold_branch, sha256d
+from hashcoop.pool.core.btc.target import DIFF1_TARGET, difficulty_to_target, target_to_bits
+from hashcoop.pool.core.events import BlockStatus, MemorySink
+from hashcoop.pool.core.jobs import JobManager
+from hashcoop.pool.core.template import Template
+from hashcoop.pool.metrics import Metrics
+from hashcoop.stratum.protocol import StratumProtocol
+from hashcoop.stratum.server import StratumFactory, StratumServer
 from tests import vectors
 
 GBT = vectors.core()["rpc"]["getblocktemplate"]
@@ -34,7 +34,7 @@ def template(prev: bytes | None = None, network_diff: float = NETWORK_DIFF, **ch
     t = Template.from_gbt(GBT, node="test")
     target = difficulty_to_target(network_diff)
     bits = target_to_bits(target)
-    from pool.btc.target import bits_to_target
+    from hashcoop.pool.core.btc.target import bits_to_target
 
     t = dataclasses.replace(t, bits=bits, target=bits_to_target(bits), **changes)
     if prev is not None:
@@ -208,8 +208,8 @@ class Client:
         job_id, prev_s, cb1, cb2, branch, version_s, bits_s, ntime_s = params[:8]
         difficulty = difficulty if difficulty is not None else self.difficulty
         share_target = difficulty_to_target(difficulty)
-        from pool.btc.target import bits_to_target
-        from pool.jobs import stratum_prevhash
+        from hashcoop.pool.core.btc.target import bits_to_target
+        from hashcoop.pool.core.jobs import stratum_prevhash
 
         net_target = bits_to_target(int(bits_s, 16))
         en2_b = en2.to_bytes(self.en2_size, "big")
@@ -238,7 +238,7 @@ class Client:
         d = difficulty if difficulty is not None else self.difficulty
         import struct
 
-        from pool.jobs import stratum_prevhash
+        from hashcoop.pool.core.jobs import stratum_prevhash
 
         job_id, prev_s, cb1, cb2, branch, version_s, bits_s, ntime_s = params[:8]
         en2_b = (0).to_bytes(self.en2_size, "big")

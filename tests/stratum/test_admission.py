@@ -6,9 +6,9 @@ import logging
 
 from twisted.internet.task import Clock
 
-from pool.metrics import Metrics
-from stratum.admission import Admission
-from stratum.flood import BanList
+from hashcoop.pool.metrics import Metrics
+from hashcoop.stratum.admission import Admission
+from hashcoop.stratum.flood import BanList
 
 
 class Work:

@@ -7,9 +7,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from stratum.protocol import DRAIN_LIMIT, FLUSH_EVERY
-
-from .harness import Harness, config, template
+from hashcoop.stratum.protocol import DRAIN_LIMIT, FLUSH_EVERY
+from tests.stratum.harness import Harness, config, template
 
 PAUSE, LIMIT = 4096, 16384
 SUBSCRIBE = b'{"id":%d,"method":"mining.subscribe","params":[]}\n'
@@ -174,7 +173,7 @@ def test_a_close_while_paused_reads_again_to_see_the_peers_fin():
     ("output_limit_bytes", 65536, "must exceed stratum.output_pause_bytes"),
 ])
 def test_the_output_limit_must_exceed_the_pause_bound(key, value, msg):
-    from pool.config import ConfigError
+    from hashcoop.pool.config import ConfigError
 
     with pytest.raises(ConfigError) as e:
         config(**{key: value})

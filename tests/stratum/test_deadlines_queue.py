@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.internet.task import Clock
 
-from stratum.deadlines import DeadlineQueue
+from hashcoop.stratum.deadlines import DeadlineQueue
 
 
 class Owner:

@@ -15,11 +15,10 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import StringTransport
 
-from pool.btc.target import DIFF1_TARGET
-from pool.events import MultiSink
-from stratum.protocol import _direct_socket
-
-from .harness import ADDR, Harness, config
+from hashcoop.pool.core.btc.target import DIFF1_TARGET
+from hashcoop.pool.core.events import MultiSink
+from hashcoop.stratum.protocol import _direct_socket
+from tests.stratum.harness import ADDR, Harness, config
 
 
 class CountingTransport(StringTransport):
@@ -57,7 +56,7 @@ def test_replies_to_pipelined_submits_are_one_write_in_order():
 
 
 def test_a_close_during_a_read_sends_what_was_gathered_first():
-    from stratum import session as session_module
+    from hashcoop.stratum import session as session_module
 
     h = Harness()
     c = h.connect()
@@ -212,7 +211,7 @@ def test_multisink_isolates_failures_and_sees_sinks_added_later(caplog):
 def test_stratum_reactor_dispatches_reads_and_failures():
     from twisted.internet.abstract import FileDescriptor
 
-    from stratum.reactor import StratumReactor
+    from hashcoop.stratum.reactor import StratumReactor
 
     r = StratumReactor()
     a, b = socket.socketpair()
@@ -255,14 +254,14 @@ def test_stratum_reactor_dispatches_reads_and_failures():
 
 def test_run_installs_the_stratum_reactor_in_a_fresh_process():
     out = subprocess.run(
-        [sys.executable, "-c", "from stratum.reactor import install; ok = install(); "
+        [sys.executable, "-c", "from hashcoop.stratum.reactor import install; ok = install(); "
          "from twisted.internet import reactor; print(ok, type(reactor).__name__, install())"],
         capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.split() == ["True", "StratumReactor", "False"]
 
 
 def test_tune_gc():
-    from stratum import reactor as module
+    from hashcoop.stratum import reactor as module
 
     before = (gc.get_threshold(), sys.getswitchinterval())
     try:
@@ -280,10 +279,10 @@ def test_tune_gc():
 
 
 def _server(reactor, port, reuse):
-    from pool.btc.address import address_to_script, get_network
-    from pool.events import MemorySink as Sink
-    from pool.jobs import JobManager
-    from stratum.server import StratumServer
+    from hashcoop.pool.core.btc.address import address_to_script, get_network
+    from hashcoop.pool.core.events import MemorySink as Sink
+    from hashcoop.pool.core.jobs import JobManager
+    from hashcoop.stratum.server import StratumServer
 
     cfg = config(ports=[{"port": port, "bind": "127.0.0.1"}], reuse_port=reuse)
     jobs = JobManager(payout_script=address_to_script(ADDR, get_network("regtest")), tag=b"/t/", extranonce_size=8,
@@ -346,7 +345,7 @@ def test_handshake_deadlines_without_a_timer_per_connection():
 
 
 def test_the_sweep_visits_every_session_once_a_second_in_slices():
-    from stratum.server import SWEEP_INTERVAL, SWEEP_SLICES
+    from hashcoop.stratum.server import SWEEP_INTERVAL, SWEEP_SLICES
 
     h = Harness(config(idle_timeout=30))
     h.server._sweeper.clock = h.reactor
@@ -375,11 +374,10 @@ def test_the_sweep_visits_every_session_once_a_second_in_slices():
 
 
 def test_job_history_is_bounded_by_the_keys_it_holds():
-    from pool.btc.address import address_to_script, get_network
-    from pool.jobs import JobManager
-    from pool.shares import Reject
-
-    from .harness import template
+    from hashcoop.pool.core.btc.address import address_to_script, get_network
+    from hashcoop.pool.core.jobs import JobManager
+    from hashcoop.pool.core.shares import Reject
+    from tests.stratum.harness import template
 
     h = Harness(config(ports=[{"port": 3333, "start_difficulty": 1e-8, "min_difficulty": 1e-10, "vardiff": False}]))
     h.server.jobs = jobs = JobManager(payout_script=address_to_script(ADDR, get_network("regtest")), tag=b"/t/",
@@ -409,7 +407,7 @@ def test_lean_transport_derives_what_twisted_stores():
     from twisted.internet.epollreactor import EPollReactor
     from twisted.internet.protocol import Factory, Protocol
 
-    from stratum.transport import LeanServer, listen
+    from hashcoop.stratum.transport import LeanServer, listen
     from tests.procs import free_port
 
     r = EPollReactor()
@@ -458,7 +456,7 @@ def test_lean_transport_derives_what_twisted_stores():
 
 
 def test_one_worker_mapping_then_a_dict_for_several():
-    from stratum.session import OneWorker
+    from hashcoop.stratum.session import OneWorker
 
     h = Harness()
     c = h.connect().handshake(user=ADDR + ".a")

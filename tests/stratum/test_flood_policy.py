@@ -5,9 +5,9 @@ import random
 
 import pytest
 
-from pool.config import ConfigError, load_config
-from pool.shares import Reject
-from stratum.flood import COUNTED, DISCONNECT, NEW_WORK, RATE, BanList, FloodPolicy
+from hashcoop.pool.config import ConfigError, load_config
+from hashcoop.pool.core.shares import Reject
+from hashcoop.stratum.flood import COUNTED, DISCONNECT, NEW_WORK, RATE, BanList, FloodPolicy
 
 
 def run(policy, seq, *, rate=1.0, t0=0.0):

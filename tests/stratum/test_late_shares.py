@@ -3,11 +3,10 @@ could read the new job (``stratum.stale_grace``), and the pool moving its
 miners onto a block it found itself (``WorkSource.own_block``)."""
 from __future__ import annotations
 
-from pool.jobs import JobManager
-from pool.shares import Reject
-
-from .harness import ADDR, Harness, template
-from .test_session import _expect_reject
+from hashcoop.pool.core.jobs import JobManager
+from hashcoop.pool.core.shares import Reject
+from tests.stratum.harness import ADDR, Harness, template
+from tests.stratum.test_session import _expect_reject
 
 
 def graced(seconds: float = 1.0) -> Harness:

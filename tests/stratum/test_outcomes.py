@@ -7,11 +7,11 @@ from types import SimpleNamespace
 
 from twisted.internet.task import Clock
 
-from pool.events import MemorySink
-from pool.metrics import Metrics
-from pool.shares import Reject
-from stratum.flood import OVERDRAWN, REFUSED, BanList, FloodPolicy, RequestBudget
-from stratum.outcomes import ShareEvents
+from hashcoop.pool.core.events import MemorySink
+from hashcoop.pool.core.shares import Reject
+from hashcoop.pool.metrics import Metrics
+from hashcoop.stratum.flood import OVERDRAWN, REFUSED, BanList, FloodPolicy, RequestBudget
+from hashcoop.stratum.outcomes import ShareEvents
 
 
 class Proto:

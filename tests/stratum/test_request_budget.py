@@ -1,4 +1,4 @@
-"""The budget of requests other than submits (``stratum.flood.RequestBudget``)
+"""The budget of requests other than submits (``hashcoop.stratum.flood.RequestBudget``)
 and the coalescing of difficulty changes, on a clock."""
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ import logging
 
 import pytest
 
-from stratum.flood import ALLOWED, OVERDRAWN, REFUSED, RequestBudget
-
-from .harness import ADDR, Harness, config
+from hashcoop.stratum.flood import ALLOWED, OVERDRAWN, REFUSED, RequestBudget
+from tests.stratum.harness import ADDR, Harness, config
 
 
 # -- the pure budget ------------------------------------------------------------------

@@ -8,12 +8,11 @@ import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 
-from pool.btc.block import parse_block
-from pool.btc.hashing import merkle_root, sha256d
-from pool.shares import Reject
-from stratum.errors import ERRORS
-
-from .harness import ADDR, ADDR2, SHARE_DIFF, Harness, config, template
+from hashcoop.pool.core.btc.block import parse_block
+from hashcoop.pool.core.btc.hashing import merkle_root, sha256d
+from hashcoop.pool.core.shares import Reject
+from hashcoop.stratum.errors import ERRORS
+from tests.stratum.harness import ADDR, ADDR2, SHARE_DIFF, Harness, config, template
 
 
 @pytest.fixture
@@ -353,7 +352,7 @@ def test_credited_at_difficulty_job_was_sent_with_both_directions(h):
     assert h.sink.accepted[-1].difficulty == 4 * SHARE_DIFF
     # a share meeting only the old, lower difficulty on the new job is low difficulty
     weak, hv = c.solve(notify=new_notify, difficulty=SHARE_DIFF, en2=3)
-    if hv > __import__("pool.btc.target", fromlist=["x"]).difficulty_to_target(4 * SHARE_DIFF):
+    if hv > __import__("hashcoop.pool.core.btc.target", fromlist=["x"]).difficulty_to_target(4 * SHARE_DIFF):
         _expect_reject(c, weak, Reject.HIGH_HASH)
     # down: to half; old jobs keep their own difficulty, and the new job is sent clean
     h.reactor.advance(h.cfg.stratum.difficulty_change_interval)  # one change per interval

@@ -4,9 +4,8 @@ a block, a stale job in the grace, blank lines, a request flood, the
 close) runs against a proxy that has nothing but its members."""
 from __future__ import annotations
 
-from stratum.session import SessionHost
-
-from .harness import Harness, config, template
+from hashcoop.stratum.session import SessionHost
+from tests.stratum.harness import Harness, config, template
 
 ALLOWED = {name for name in dir(SessionHost) if not name.startswith("_")} | set(SessionHost.__annotations__)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from . import DIR
+from tests.vectors import DIR
 
 FILE = DIR / "bitcoind-wallet.json"
 
