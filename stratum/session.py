@@ -14,12 +14,12 @@ import math
 import re
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Callable, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 import orjson
 
 from hashcoop.pool.core.btc.target import difficulty_to_target
-from hashcoop.pool.core.shares import Reject, ShareResult
+from hashcoop.pool.core.shares import Reject, ShareResult, Step, Submit
 from hashcoop.pool.core.vardiff import Vardiff
 from hashcoop.stratum.errors import ERROR_JSON
 from hashcoop.stratum.flood import ALLOWED, REFUSED
@@ -71,15 +71,6 @@ class SessionHost(Protocol):
     def count_retarget(self, up: bool) -> None: ...
     def count_coalesced(self) -> None: ...
     def metrics_protocol_error(self, kind: str, n: int = 1) -> None: ...
-
-
-class Step(NamedTuple):
-    """A difficulty in force from a job (or job alias) on."""
-
-    seq: int  # the job's sequence number
-    alias: int  # 0 for the job as broadcast, else the alias it was re-sent under
-    difficulty: float
-    target: int
 
 
 class Worker:
@@ -393,11 +384,9 @@ class MinerSession:
             return
         stale = job.seen is None or job.prevhash != server.jobs.prevhash
         late = stale and server.jobs.in_grace(job)  # found before this miner could read the new tip's job
-        result = server.validate_share(
-            job, stale and not late, self.en1, server.extranonce2_size,
-            params[2], params[3], params[4], params[5] if len(params) == 6 else None,
-            self.version_mask, step.target, step.difficulty, alias,
-        )
+        submit = Submit(self.en1, params[2], params[3], params[4], params[5] if len(params) == 6 else None,
+                        self.version_mask, alias)
+        result = server.validate_share(job, submit, step, server.extranonce2_size, stale and not late)
         if late and result.ok:
             result = server.late_share(self, worker, job, result)
         if not result.ok:

@@ -6,7 +6,7 @@ import json
 from hashcoop.pool.core.btc.block import parse_block
 from hashcoop.pool.core.btc.target import difficulty_to_target
 from hashcoop.pool.core.jobs import Job
-from hashcoop.pool.core.shares import validate_share
+from hashcoop.pool.core.shares import Step, Submit, validate_share
 from tests.vectors import DIR as VECTORS
 
 VECTOR = VECTORS / "ckpool-cpuminer-regtest.json"
@@ -37,10 +37,8 @@ def test_rebuild_ckpool_block_from_stratum_lines():
     assert [b.hex() for b in job.branch] == notify["params"][4]
     assert job.notify_params[:8] == notify["params"][:8]
 
-    result = validate_share(
-        job, False, en1, en2_size, en2, ntime, nonce, None, 0,
-        difficulty_to_target(difficulty), difficulty,
-    )
+    result = validate_share(job, Submit(en1, en2, ntime, nonce), Step(job.seq, 0, difficulty, difficulty_to_target(difficulty)),
+                            en2_size)
     assert result.ok and result.is_block
     assert result.hash_hex == accepted["hash"]
     assert job.build_block(result.coinbase, result.header).hex() == accepted["hex"]
@@ -48,7 +46,7 @@ def test_rebuild_ckpool_block_from_stratum_lines():
 
 def test_same_share_replayed_is_a_duplicate():
     _data, en1, en2_size, (_user, _job_id, en2, ntime, nonce), _difficulty, _notify, job = _session()
-    args = (en1, en2_size)
-    first = validate_share(job, False, *args, en2, ntime, nonce, None, 0, difficulty_to_target(1), 1)
-    again = validate_share(job, False, *args, en2.upper(), ntime.upper(), nonce.upper(), None, 0, difficulty_to_target(1), 1)
+    step = Step(job.seq, 0, 1.0, difficulty_to_target(1))
+    first = validate_share(job, Submit(en1, en2, ntime, nonce), step, en2_size)
+    again = validate_share(job, Submit(en1, en2.upper(), ntime.upper(), nonce.upper()), step, en2_size)
     assert first.ok and not again.ok and again.reason == "duplicate"

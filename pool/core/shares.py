@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from hashlib import sha256
 from struct import Struct
+from typing import NamedTuple
 
 from hashcoop.pool.core.btc.target import DIFF1_TARGET
 from hashcoop.pool.core.jobs import Job
@@ -69,6 +70,32 @@ class ShareResult:
 _REJECTS = {r: ShareResult(False, r) for r in Reject.ALL}
 
 
+class Step(NamedTuple):
+    """A difficulty in force from a job (or job alias) on: what a share on
+    that job, or on a later one sent before the next step, is checked
+    against."""
+
+    seq: int  # the job's sequence number
+    alias: int  # 0 for the job as broadcast, else the alias it was re-sent under
+    difficulty: float
+    target: int
+
+
+class Submit(NamedTuple):
+    """One ``mining.submit`` as the share it claims to be: the miner's
+    ``extranonce1`` and the version bits it may roll (``version_mask``), the
+    job alias its job id names, and the fields it sent, as they came off the wire. ``validate_share`` checks
+    those: exact sizes and plain hex only (no ``0x``, no spaces, no padding)."""
+
+    extranonce1: bytes
+    extranonce2: object
+    ntime: object
+    nonce: object
+    version_bits: object = None  # None without version rolling
+    version_mask: int = 0
+    alias: int = 0  # the job-id alias the submit names (its own coinbase job tag); 0 for the job as broadcast
+
+
 def rejected(reason: str) -> ShareResult:
     return _REJECTS[reason]
 
@@ -82,26 +109,11 @@ _pack_version = Struct("<I").pack
 _DUP_KEY_MASK = (1 << 64) - 1
 
 
-def validate_share(
-    job: Job,
-    stale: bool,
-    extranonce1: bytes,
-    extranonce2_size: int,
-    extranonce2: str,
-    ntime: str,
-    nonce: str,
-    version_bits: str | None,
-    version_mask: int,
-    share_target: int,
-    difficulty: float,
-    alias: int = 0,
-) -> ShareResult:
+def validate_share(job: Job, submit: Submit, step: Step, extranonce2_size: int, stale: bool = False) -> ShareResult:
     """Check one ``mining.submit`` against its job.
 
-    ``share_target``/``difficulty`` are those the job was sent to this miner
-    with; ``alias`` is the job-id alias it was sent under (its own coinbase
-    job tag). Strings come straight off the wire: exact sizes and plain hex only
-    (no ``0x``, no spaces, no padding). Duplicates are keyed on the header
+    ``step`` holds the difficulty (and target) the job was sent to this
+    miner with. Duplicates are keyed on the header
     hash, so the same share in another encoding is still a duplicate, and two
     shares differing only in rolled version bits are distinct.
 
@@ -115,6 +127,8 @@ def validate_share(
     and the coinbase, so the caller can submit it if its previous block is
     the tip again, or record the lost block.
     """
+    extranonce1, extranonce2, ntime, nonce, version_bits, version_mask, alias = submit
+    difficulty, share_target = step.difficulty, step.target
     if type(extranonce2) is not str or len(extranonce2) != 2 * extranonce2_size:
         return _REJECTS[Reject.BAD_EXTRANONCE2]
     try:
