@@ -65,9 +65,15 @@ def _alembic_config(connection):
 
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Upgrade the ledger's schema to ``revision`` (idempotent)."""
-
     with engine.begin() as conn:
         command.upgrade(_alembic_config(conn), revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Take the ledger's schema back to ``revision`` (to run an older
+    hashcoop on it; docs/payouts.md, "Migrations")."""
+    with engine.begin() as conn:
+        command.downgrade(_alembic_config(conn), revision)
 
 
 def current_revision(engine: Engine) -> str | None:

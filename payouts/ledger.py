@@ -30,6 +30,7 @@ from sqlalchemy.exc import IntegrityError
 
 from hashcoop.payouts.models import Balance, Block, Credit, Lease, LedgerEntry, Payment, PaymentOutput, Share, WindowAmount
 from hashcoop.payouts.payments import Payee
+from hashcoop.payouts.states import UNRESOLVED, BlockState, PaymentState
 from hashcoop.pool.core.events import LoggedShare
 
 LEASE_NAME = "payouts"
@@ -202,7 +203,7 @@ class Ledger:
             if c.execute(select(Block.hash).where(Block.hash == snap.hash)).first():
                 return False
             c.execute(Block.__table__.insert().values(
-                hash=snap.hash, height=snap.height, status="pending", reward=reward, reward_source=reward_source,
+                hash=snap.hash, height=snap.height, status=BlockState.PENDING, reward=reward, reward_source=reward_source,
                 finder_address=snap.finder_address, finder_worker=snap.finder_worker, found_time=snap.time,
                 imported_time=now, orphan_count=0, seq=snap.seq, log_from=snap.log_from, floor_seq=snap.floor_seq,
                 first_seq=snap.first_seq, first_credit=snap.first_credit, partial=snap.partial, n_target=snap.n_target,
@@ -247,25 +248,25 @@ class Ledger:
         """Pending blocks, and orphaned ones still worth re-checking."""
         with self.engine.connect() as c:
             q = select(Block.hash, Block.height, Block.status, Block.reward, Block.reward_source).where(or_(
-                Block.status == "pending",
-                and_(Block.status == "orphaned", Block.height > tip_height - recheck_depth))).order_by(Block.height, Block.hash)
+                Block.status == BlockState.PENDING,
+                and_(Block.status == BlockState.ORPHANED, Block.height > tip_height - recheck_depth))).order_by(Block.height, Block.hash)
             return [_row(r) for r in c.execute(q)]
 
     def record_check(self, block_hash: str, status: str, confirmations: int, reason: str | None = None, *,
                      reward: int | None = None) -> None:
         """Note what the node said; change status between pending and
-        orphaned (never to or from confirmed: see ``credit_block``)."""
-        if status not in ("pending", "orphaned"):
+        orphaned (never to or from credited: see ``credit_block``)."""
+        if status not in (BlockState.PENDING, BlockState.ORPHANED):
             raise LedgerError(f"record_check cannot set status {status}")
         now = self.clock()
         with self._write() as c:
             row = c.execute(select(Block.status, Block.orphan_count).where(Block.hash == block_hash)).first()
             if row is None:
                 raise LedgerError(f"unknown block {block_hash}")
-            if row.status == "confirmed":
+            if row.status == BlockState.CREDITED:
                 raise LedgerError(f"block {block_hash} is credited already")
             values = {"status": status, "confirmations": confirmations, "checked_time": now, "status_reason": reason}
-            if status == "orphaned" and row.status != "orphaned":
+            if status == BlockState.ORPHANED and row.status != BlockState.ORPHANED:
                 values["orphan_count"] = row.orphan_count + 1
             if reward is not None:
                 values["reward"], values["reward_source"] = reward, "node"
@@ -285,7 +286,7 @@ class Ledger:
             row = c.execute(select(Block.status).where(Block.hash == block_hash).with_for_update()).first()
             if row is None:
                 raise LedgerError(f"unknown block {block_hash}")
-            if row.status != "pending":
+            if row.status != BlockState.PENDING:
                 return False
             for address, kind, amount in credits:
                 if amount == 0:
@@ -294,7 +295,7 @@ class Ledger:
                 self._change(c, address, amount, "credit", credited=amount, block_hash=block_hash,
                              note="pool fee" if kind == "fee" else None)
             c.execute(update(Block).where(Block.hash == block_hash).values(
-                status="confirmed", status_reason=None, confirmations=confirmations, checked_time=now, credited_time=now,
+                status=BlockState.CREDITED, status_reason=None, confirmations=confirmations, checked_time=now, credited_time=now,
                 reward=reward, reward_source="node", fee_percent=fee_percent, fee_sat=fee_sat, fee_address=fee_address,
                 report_json=report_json, report_digest=digest))
             return True
@@ -307,7 +308,7 @@ class Ledger:
 
     def unresolved_payments(self) -> list[dict]:
         with self.engine.connect() as c:
-            rows = c.execute(select(Payment.__table__).where(Payment.status.in_(("intent", "signed", "sent"))).order_by(Payment.id)).all()
+            rows = c.execute(select(Payment.__table__).where(Payment.status.in_((PaymentState.INTENT, PaymentState.SIGNED, PaymentState.SENT))).order_by(Payment.id)).all()
             return [_row(r) for r in rows]
 
     def create_intent(self, payees: Sequence[Payee], fee_payer: str) -> int:
@@ -318,14 +319,14 @@ class Ledger:
             raise LedgerError("a payment needs payees")
         now = self.clock()
         with self._write() as c:
-            open_ = c.execute(select(Payment.id).where(Payment.status.in_(("intent", "signed")))).first()
+            open_ = c.execute(select(Payment.id).where(Payment.status.in_((PaymentState.INTENT, PaymentState.SIGNED)))).first()
             if open_:
                 raise LedgerError(f"payment {open_.id} is not resolved yet")
             for p in payees:
                 b = c.execute(select(Balance.owed, Balance.hold_reason).where(Balance.address == p.address)).first()
                 if b is None or b.owed < p.owed or b.hold_reason:
                     raise LedgerError(f"{p.address} is not owed {p.owed}")
-            pid = c.execute(Payment.__table__.insert().values(status="intent", fee_payer=fee_payer, created=now, updated=now,
+            pid = c.execute(Payment.__table__.insert().values(status=PaymentState.INTENT, fee_payer=fee_payer, created=now, updated=now,
                                                               total_sat=sum(p.owed for p in payees), broadcasts=0)).inserted_primary_key[0]
             c.execute(PaymentOutput.__table__.insert(), [{"payment_id": pid, "address": p.address, "owed": p.owed} for p in payees])
             return int(pid)
@@ -334,9 +335,9 @@ class Ledger:
         """An intent that was never signed and stored: drop it (no money moved)."""
         with self._write() as c:
             r = c.execute(select(Payment.status).where(Payment.id == payment_id)).first()
-            if r is None or r.status != "intent":
+            if r is None or r.status != PaymentState.INTENT:
                 raise LedgerError(f"payment {payment_id} is not an intent")
-            c.execute(update(Payment).where(Payment.id == payment_id).values(status="abandoned", error=reason, updated=self.clock()))
+            c.execute(update(Payment).where(Payment.id == payment_id).values(status=PaymentState.ABANDONED, error=reason, updated=self.clock()))
 
     def store_signed(self, payment_id: int, *, raw_tx: str, txid: str, fee_sat: int, outputs: Sequence[tuple[str, int, int]]) -> None:
         """Step 3: the signed transaction and the debits, in one transaction.
@@ -344,7 +345,7 @@ class Ledger:
         now = self.clock()
         with self._write() as c:
             r = c.execute(select(Payment.status).where(Payment.id == payment_id)).first()
-            if r is None or r.status != "intent":
+            if r is None or r.status != PaymentState.INTENT:
                 raise LedgerError(f"payment {payment_id} is not an intent")
             owed = {o.address: o.owed for o in c.execute(select(PaymentOutput.address, PaymentOutput.owed).where(PaymentOutput.payment_id == payment_id))}
             if set(owed) != {a for a, _, _ in outputs}:
@@ -356,7 +357,7 @@ class Ledger:
                 c.execute(update(PaymentOutput).where(and_(PaymentOutput.payment_id == payment_id, PaymentOutput.address == address))
                           .values(amount=amount, vout=vout))
             c.execute(update(Payment).where(Payment.id == payment_id).values(
-                status="signed", raw_tx=raw_tx, txid=txid, fee_sat=fee_sat, signed_time=now, updated=now))
+                status=PaymentState.SIGNED, raw_tx=raw_tx, txid=txid, fee_sat=fee_sat, signed_time=now, updated=now))
 
     def note_broadcast(self, payment_id: int, error: str | None = None) -> None:
         with self._write() as c:
@@ -366,19 +367,19 @@ class Ledger:
         now = self.clock()
         with self._write() as c:
             r = c.execute(select(Payment.status).where(Payment.id == payment_id)).first()
-            if r is None or r.status not in ("signed", "sent"):
+            if r is None or r.status not in UNRESOLVED:
                 raise LedgerError(f"payment {payment_id} cannot be marked sent")
-            if r.status == "signed":
-                c.execute(update(Payment).where(Payment.id == payment_id).values(status="sent", sent_time=now, error=None, updated=now))
+            if r.status == PaymentState.SIGNED:
+                c.execute(update(Payment).where(Payment.id == payment_id).values(status=PaymentState.SENT, sent_time=now, error=None, updated=now))
 
     def mark_confirmed(self, payment_id: int, confirmations: int, block_hash: str | None) -> None:
         now = self.clock()
         with self._write() as c:
             r = c.execute(select(Payment.status, Payment.sent_time).where(Payment.id == payment_id)).first()
-            if r is None or r.status not in ("signed", "sent"):
+            if r is None or r.status not in UNRESOLVED:
                 raise LedgerError(f"payment {payment_id} cannot be confirmed")
             c.execute(update(Payment).where(Payment.id == payment_id).values(
-                status="confirmed", confirmations=confirmations, block_hash=block_hash, confirmed_time=now,
+                status=PaymentState.CONFIRMED, confirmations=confirmations, block_hash=block_hash, confirmed_time=now,
                 sent_time=r.sent_time or now, error=None, updated=now))
 
     def set_payment_confirmations(self, payment_id: int, confirmations: int, block_hash: str | None) -> None:
@@ -390,11 +391,11 @@ class Ledger:
         now = self.clock()
         with self._write() as c:
             r = c.execute(select(Payment.status, Payment.txid).where(Payment.id == payment_id)).first()
-            if r is None or r.status not in ("signed", "sent"):
+            if r is None or r.status not in UNRESOLVED:
                 raise LedgerError(f"payment {payment_id} cannot fail")
             for o in c.execute(select(PaymentOutput.address, PaymentOutput.owed).where(PaymentOutput.payment_id == payment_id)).all():
                 self._change(c, o.address, o.owed, "refund", paid=-o.owed, payment_id=payment_id, note=reason)
-            c.execute(update(Payment).where(Payment.id == payment_id).values(status="failed", error=reason, updated=now))
+            c.execute(update(Payment).where(Payment.id == payment_id).values(status=PaymentState.FAILED, error=reason, updated=now))
 
     def hold(self, address: str, reason: str) -> None:
         """Set an address aside (the wallet rejects it); its balance stays owed."""
@@ -417,7 +418,7 @@ class Ledger:
         with self.engine.connect() as c:
             credited = dict(c.execute(select(Credit.address, func.sum(Credit.amount)).group_by(Credit.address)).all())
             paid = dict(c.execute(select(PaymentOutput.address, func.sum(PaymentOutput.owed)).join(Payment, Payment.id == PaymentOutput.payment_id)
-                                  .where(Payment.status.in_(("signed", "sent", "confirmed"))).group_by(PaymentOutput.address)).all())
+                                  .where(Payment.status.in_((*UNRESOLVED, PaymentState.CONFIRMED))).group_by(PaymentOutput.address)).all())
             audit = dict(c.execute(select(LedgerEntry.address, func.sum(LedgerEntry.delta)).group_by(LedgerEntry.address)).all())
             balances = c.execute(select(Balance.address, Balance.owed, Balance.credited, Balance.paid)).all()
             for a, owed, cr, pd in balances:
@@ -431,11 +432,11 @@ class Ledger:
                     problems.append(f"{a}: owed {owed}, audit trail adds up to {audit.get(a)}")
             for a in set(credited) - {b[0] for b in balances}:
                 problems.append(f"{a}: credits but no balance")
-            for bh, reward, fee in c.execute(select(Block.hash, Block.reward, Block.fee_sat).where(Block.status == "confirmed")).all():
+            for bh, reward, fee in c.execute(select(Block.hash, Block.reward, Block.fee_sat).where(Block.status == BlockState.CREDITED)).all():
                 s = c.execute(select(func.sum(Credit.amount)).where(and_(Credit.block_hash == bh, Credit.kind == "share"))).scalar() or 0
                 if s + (fee or 0) != reward:
                     problems.append(f"block {bh}: credits {s} + fee {fee} != reward {reward}")
-            for bh, in c.execute(select(Block.hash).where(Block.status != "confirmed")).all():
+            for bh, in c.execute(select(Block.hash).where(Block.status != BlockState.CREDITED)).all():
                 if c.execute(select(Credit.id).where(Credit.block_hash == bh)).first():
-                    problems.append(f"block {bh} is not confirmed but has credits")
+                    problems.append(f"block {bh} is not credited but has credits")
         return problems

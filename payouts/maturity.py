@@ -7,7 +7,7 @@ Core's wallet counts a coinbase as mature when ``COINBASE_MATURITY + 1 -
 depth`` is 0, i.e. 100 confirmations after the one that found it), so a block
 is credited when its confirmations reach ``maturity_depth`` (101 or more).
 
-* pending, in the main chain, deep enough -> ``credit`` (status confirmed,
+* pending, in the main chain, deep enough -> ``credit`` (status credited,
   balances credited, in one database transaction);
 * pending, in the main chain, not deep enough -> ``wait``;
 * pending, not in the main chain (another block at its height, the chain
@@ -16,13 +16,15 @@ is credited when its confirmations reach ``maturity_depth`` (101 or more).
   (pending again; credited later like any pending block);
 * orphaned and still out -> ``stay`` (re-checked while the tip is less than
   ``orphan_recheck_depth`` blocks past it);
-* confirmed -> nothing ever changes (credits are final; a reorg deeper than
+* credited -> nothing ever changes (credits are final; a reorg deeper than
   the maturity depth is beyond what a pool can undo, and the tracker does
   not ask about credited blocks again).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from hashcoop.payouts.states import BlockState
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,9 +55,9 @@ def decide(status: str, block_hash: str, height: int, view: NodeView, maturity_d
         raise ValueError("a coinbase is spendable at depth 101; maturity_depth must be at least that")
     main = view.in_main_chain(block_hash)
     conf = confirmations(height, view.tip_height) if main else 0
-    if status == "confirmed":
+    if status == BlockState.CREDITED:
         return Decision("none", conf, "" if main else "credited block left the main chain")
-    if status == "pending":
+    if status == BlockState.PENDING:
         if main:
             if conf >= maturity_depth:
                 return Decision("credit", conf)
@@ -65,7 +67,7 @@ def decide(status: str, block_hash: str, height: int, view: NodeView, maturity_d
         if view.hash_at_height is None:
             return Decision("orphan", 0, f"the main chain ends at height {view.tip_height}, below the block")
         return Decision("orphan", 0, f"block {view.hash_at_height} is at height {height} in the main chain")
-    if status == "orphaned":
+    if status == BlockState.ORPHANED:
         if main:
             return Decision("revive", conf, "back in the main chain")
         return Decision("stay", 0)

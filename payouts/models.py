@@ -4,22 +4,30 @@ times are Unix seconds. The schema is created and upgraded by the Alembic
 migrations in ``payouts/migrations`` (``hashcoop payouts migrate``), never
 by ``create_all`` in production code.
 
-Status values:
+Statuses are ``StrEnum`` values (``states.BlockState``,
+``states.PaymentState``), and a CHECK constraint holds each column to them
+(migration 0002). Each word means one thing across the pool and the ledger:
+``confirmed`` is "in the main chain" (the pool's found-block status, a
+payment's transaction); a block whose reward went to the miners is
+``credited``.
 
 * ``blocks.status``: ``pending`` (found, not yet mature or not yet known to
-  be orphaned), ``confirmed`` (mature in the main chain; credited, once),
+  be orphaned), ``credited`` (mature in the main chain; credited, once),
   ``orphaned`` (not in the main chain; credits nothing; re-checked for a
   while, a reorg can bring it back to ``pending``).
 * ``payments.status``: ``intent`` (recorded, nothing signed), ``signed``
   (signed transaction and the debits stored), ``sent`` (the node took it),
-  ``confirmed`` (deep enough), ``failed`` (can never confirm: the debits
+  ``confirmed`` (in the main chain, deep enough), ``failed`` (can never confirm: the debits
   were given back), ``abandoned`` (an intent dropped before signing).
 """
 from __future__ import annotations
 
+from enum import StrEnum
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Double,
     ForeignKey,
     Index,
@@ -31,17 +39,20 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from hashcoop.payouts.states import BlockState, PaymentState
+
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
 }
 
-BLOCK_STATUSES = ("pending", "confirmed", "orphaned")
-PAYMENT_STATUSES = ("intent", "signed", "sent", "confirmed", "failed", "abandoned")
-# a payment in one of these holds miners' money that is neither owed nor paid for sure
-UNRESOLVED = ("signed", "sent")
+
+def status_check(states: type[StrEnum]) -> CheckConstraint:
+    """The schema's own rule: ``status`` holds one of ``states``."""
+    return CheckConstraint("status IN (" + ", ".join(f"'{v}'" for v in states) + ")", name="status")
 
 
 class Base(DeclarativeBase):
@@ -53,10 +64,11 @@ Sat = BigInteger  # satoshis
 
 class Block(Base):
     __tablename__ = "blocks"
+    __table_args__ = (status_check(BlockState),)
 
     hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     height: Mapped[int] = mapped_column(Integer, index=True)
-    status: Mapped[str] = mapped_column(String(16), index=True, default="pending")
+    status: Mapped[str] = mapped_column(String(16), index=True, default=BlockState.PENDING)
     status_reason: Mapped[str | None] = mapped_column(Text)
     reward: Mapped[int] = mapped_column(Sat)  # coinbase value paying the pool (node's, once it was seen)
     reward_source: Mapped[str] = mapped_column(String(8))  # "node" or "pool" (the pool's claim, node not asked yet)
@@ -149,6 +161,8 @@ class Balance(Base):
 
 class Payment(Base):
     __tablename__ = "payments"
+
+    __table_args__ = (status_check(PaymentState),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     status: Mapped[str] = mapped_column(String(16), index=True)

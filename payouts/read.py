@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 
 from hashcoop.payouts.models import Balance, Block, Credit, LedgerEntry, Payment, PaymentOutput, Share, WindowAmount
 from hashcoop.payouts.pplns import split_reward
+from hashcoop.payouts.states import UNRESOLVED, BlockState, PaymentState
 
 _BLOCK_COLS = (Block.hash, Block.height, Block.status, Block.status_reason, Block.reward, Block.reward_source,
                Block.finder_address, Block.finder_worker, Block.found_time, Block.confirmations, Block.credited_time,
@@ -37,20 +38,20 @@ def pool_summary(engine: Engine) -> dict:
         owed, credited, paid = c.execute(select(func.coalesce(func.sum(Balance.owed), 0), func.coalesce(func.sum(Balance.credited), 0),
                                                 func.coalesce(func.sum(Balance.paid), 0))).one()
         confirmed_paid = c.execute(select(func.coalesce(func.sum(PaymentOutput.amount), 0)).join(Payment, Payment.id == PaymentOutput.payment_id)
-                                   .where(Payment.status == "confirmed")).scalar()
-        in_flight = c.execute(select(func.coalesce(func.sum(Payment.total_sat), 0)).where(Payment.status.in_(("signed", "sent")))).scalar()
+                                   .where(Payment.status == PaymentState.CONFIRMED)).scalar()
+        in_flight = c.execute(select(func.coalesce(func.sum(Payment.total_sat), 0)).where(Payment.status.in_(UNRESOLVED))).scalar()
         held = c.execute(select(func.count()).select_from(Balance).where(Balance.hold_reason.is_not(None))).scalar()
-        pending_reward = c.execute(select(func.coalesce(func.sum(Block.reward), 0)).where(Block.status == "pending")).scalar()
+        pending_reward = c.execute(select(func.coalesce(func.sum(Block.reward), 0)).where(Block.status == BlockState.PENDING)).scalar()
         last = c.execute(select(Block.hash, Block.height, Block.status).order_by(Block.height.desc(), Block.hash).limit(1)).first()
     return {
-        "blocks": {s: int(by_status.get(s, 0)) for s in ("pending", "confirmed", "orphaned")},
+        "blocks": {s: int(by_status.get(s, 0)) for s in BlockState},
         "pending_reward": int(pending_reward),
         "owed": int(owed),
         "credited": int(credited),
         "paid": int(paid),
         "paid_confirmed": int(confirmed_paid),
         "in_flight": int(in_flight),
-        "payments": {s: int(pay_status.get(s, 0)) for s in ("intent", "signed", "sent", "confirmed", "failed", "abandoned")},
+        "payments": {s: int(pay_status.get(s, 0)) for s in PaymentState},
         "addresses_held": int(held),
         "last_block": _d(last) if last else None,
     }
@@ -97,7 +98,7 @@ def block_report(engine: Engine, block_hash: str, *, fee_percent: str | float | 
         out["credits"] = [_d(x) for x in c.execute(select(Credit.address, Credit.kind, Credit.amount).where(Credit.block_hash == block_hash)
                                                  .order_by(Credit.address, Credit.kind))]
     out["estimate"] = None
-    if fee_percent is not None and out["status"] == "pending" and window:
+    if fee_percent is not None and out["status"] == BlockState.PENDING and window:
         s = split_reward(out["reward"], {w["address"]: w["difficulty"] for w in window}, fee_percent)
         out["estimate"] = {"fee": s.fee, "credits": s.credits}
     return out
@@ -113,14 +114,14 @@ def address_summary(engine: Engine, address: str) -> dict | None:
         b = c.execute(select(Balance.owed, Balance.credited, Balance.paid, Balance.hold_reason, Balance.hold_time, Balance.updated)
                       .where(Balance.address == address)).first()
         pending = c.execute(select(func.count()).select_from(WindowAmount).join(Block, Block.hash == WindowAmount.block_hash)
-                            .where(and_(WindowAmount.address == address, Block.status == "pending"))).scalar()
+                            .where(and_(WindowAmount.address == address, Block.status == BlockState.PENDING))).scalar()
         if b is None and not pending:
             return None
         credited_blocks = c.execute(select(func.count(func.distinct(Credit.block_hash))).where(Credit.address == address)).scalar()
         conf = c.execute(select(func.coalesce(func.sum(PaymentOutput.amount), 0)).join(Payment, Payment.id == PaymentOutput.payment_id)
-                         .where(and_(PaymentOutput.address == address, Payment.status == "confirmed"))).scalar()
+                         .where(and_(PaymentOutput.address == address, Payment.status == PaymentState.CONFIRMED))).scalar()
         flight = c.execute(select(func.coalesce(func.sum(PaymentOutput.owed), 0)).join(Payment, Payment.id == PaymentOutput.payment_id)
-                           .where(and_(PaymentOutput.address == address, Payment.status.in_(("signed", "sent"))))).scalar()
+                           .where(and_(PaymentOutput.address == address, Payment.status.in_(UNRESOLVED)))).scalar()
     out = {"address": address, "owed": 0, "credited": 0, "paid": 0, "hold_reason": None, "hold_time": None, "updated": None}
     if b is not None:
         out.update(_d(b))
@@ -150,7 +151,7 @@ def address_payments(engine: Engine, address: str, *, limit: int = 50, offset: i
     q = (select(Payment.id.label("payment_id"), Payment.txid, PaymentOutput.vout, PaymentOutput.amount, PaymentOutput.owed,
                 Payment.status, Payment.confirmations, Payment.block_hash, Payment.created, Payment.sent_time, Payment.confirmed_time)
          .join(Payment, Payment.id == PaymentOutput.payment_id)
-         .where(and_(PaymentOutput.address == address, Payment.status.in_(("signed", "sent", "confirmed", "failed"))))
+         .where(and_(PaymentOutput.address == address, Payment.status.in_((*UNRESOLVED, PaymentState.CONFIRMED, PaymentState.FAILED))))
          .order_by(Payment.id.desc()).limit(limit).offset(offset))
     with engine.connect() as c:
         return [_d(r) for r in c.execute(q)]

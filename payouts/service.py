@@ -42,6 +42,7 @@ from hashcoop.payouts.ledger import BlockSnapshot, LeaseLost, Ledger, LedgerErro
 from hashcoop.payouts.maturity import NodeView, decide
 from hashcoop.payouts.payments import Payee, TxView, check_funded, plan_batches, reconcile
 from hashcoop.payouts.pplns import build_report, canonical_json, report_digest, split_reward
+from hashcoop.payouts.states import BlockState, PaymentState
 from hashcoop.pool.core.btc.address import address_to_script
 from hashcoop.pool.core.btc.block import parse_tx
 from hashcoop.pool.core.btc.hashing import hash_to_hex
@@ -214,14 +215,14 @@ class PayoutEngine:
                 reward = None
                 if b["reward_source"] != "node":
                     reward = await self.coinbase_value(b["hash"])
-                await self.db(self.ledger.record_check, b["hash"], "pending", d.confirmations, None, reward=reward)
+                await self.db(self.ledger.record_check, b["hash"], BlockState.PENDING, d.confirmations, None, reward=reward)
             elif d.action == "orphan":
                 log.warning("block %d %s orphaned: %s", b["height"], b["hash"], d.reason)
-                await self.db(self.ledger.record_check, b["hash"], "orphaned", 0, d.reason)
+                await self.db(self.ledger.record_check, b["hash"], BlockState.ORPHANED, 0, d.reason)
                 done["orphan"] += 1
             elif d.action == "revive":
                 log.info("block %d %s is back in the main chain (%d confirmations)", b["height"], b["hash"], d.confirmations)
-                await self.db(self.ledger.record_check, b["hash"], "pending", d.confirmations, d.reason)
+                await self.db(self.ledger.record_check, b["hash"], BlockState.PENDING, d.confirmations, d.reason)
                 done["revive"] += 1
         return done
 
@@ -229,7 +230,7 @@ class PayoutEngine:
         reward = await self.coinbase_value(block_hash)
         if reward <= 0:
             log.error("block %s: its coinbase pays nothing to the pool's wallet; not credited", block_hash)
-            await self.db(self.ledger.record_check, block_hash, "orphaned", 0, "the coinbase pays nothing to the pool's wallet")
+            await self.db(self.ledger.record_check, block_hash, BlockState.ORPHANED, 0, "the coinbase pays nothing to the pool's wallet")
             return False
         b = await self.db(self.ledger.block, block_hash)
         window = await self.db(self.ledger.window, block_hash)
@@ -264,7 +265,7 @@ class PayoutEngine:
 
     async def reconcile_payments(self) -> None:
         for p in await self.db(self.ledger.unresolved_payments):
-            if p["status"] == "intent":
+            if p["status"] == PaymentState.INTENT:
                 log.warning("payment %d: an intent that was never signed and stored; abandoned (no money moved)", p["id"])
                 await self.db(self.ledger.abandon, p["id"], "not signed and stored before the payout process stopped")
                 continue
@@ -277,7 +278,7 @@ class PayoutEngine:
                     self.metrics.payments_confirmed.inc()
                 self.fault("confirmed")
             elif action == "sent":
-                if p["status"] == "signed":
+                if p["status"] == PaymentState.SIGNED:
                     await self.db(self.ledger.mark_sent, p["id"])
                     self.fault("sent")
                 if view.wallet_confirmations is not None and view.wallet_confirmations != p["confirmations"]:
@@ -320,7 +321,7 @@ class PayoutEngine:
     # -- 5. pay -----------------------------------------------------------------------------------------
     async def pay(self) -> int:
         open_ = await self.db(self.ledger.unresolved_payments)
-        if any(p["status"] in ("intent", "signed") for p in open_):
+        if any(p["status"] in (PaymentState.INTENT, PaymentState.SIGNED) for p in open_):
             log.warning("a stored payment is not broadcast yet; no new payments this pass")
             return 0
         balances = await self.db(self.ledger.payable, self.s.min_payout)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from hashcoop.payouts.ledger import Ledger
 from hashcoop.payouts.pplns import build_report, canonical_json, diff_reports, report_digest, split_reward
 from hashcoop.payouts.service import report_block
+from hashcoop.payouts.states import BlockState
 from hashcoop.pool.core.window import recompute_snapshot
 
 
@@ -81,7 +82,7 @@ def verify_block(ledger: Ledger, block_hash: str, sharelog=None) -> Verdict:
         v.problems.append(f"partial first share: stored {b['first_credit'] if b['partial'] else None!r}, recomputed {res.partial!r}")
     v.notes.append(f"window: {len(res.amounts)} addresses, total difficulty {res.total!r} of N {b['n_target']!r}, "
                    f"shares #{res.first_seq}..#{b['seq']} recomputed from {v.source}")
-    if b["status"] == "confirmed":
+    if b["status"] == BlockState.CREDITED:
         stored_raw = b["report_json"] or ""
         try:
             stored = json.loads(stored_raw)

@@ -40,6 +40,7 @@ from hashcoop.payouts import read
 from hashcoop.payouts.db import is_current, make_engine, migrate
 from hashcoop.payouts.ledger import Ledger
 from hashcoop.payouts.service import STEPS
+from hashcoop.payouts.states import BlockState
 from hashcoop.payouts.verify import verify_block
 from hashcoop.pool.accounting.sharelog import ShareLogReader
 from hashcoop.pool.accounting.writer import redis_client
@@ -93,7 +94,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="a block's payout report (JSON) and its digest")
     rp.add_argument("block", metavar="BLOCKHASH")
     b = sub.add_parser("blocks", help="blocks in the ledger")
-    b.add_argument("--status", choices=["pending", "confirmed", "orphaned"])
+    b.add_argument("--status", choices=list(BlockState))
     b.add_argument("--limit", type=int, default=20)
     m = sub.add_parser("miner", help="a miner's balance, credits and payments (with txids)")
     m.add_argument("address")

@@ -124,7 +124,7 @@ def render(s: dict) -> str:
         lines.append("Payouts    no payout ledger yet ([database]; hashcoop payouts)")
     else:
         b, p = pay["blocks"], pay["payments"]
-        lines.append(f"Payouts    blocks {b['pending']} maturing · {b['confirmed']} credited · {b['orphaned']} orphaned"
+        lines.append(f"Payouts    blocks {b['pending']} maturing · {b['credited']} credited · {b['orphaned']} orphaned"
                      f" · owed {fmt_btc(pay['owed'])} · paid {fmt_btc(pay['paid_confirmed'])} confirmed"
                      f" · payments {p['sent'] + p['signed']} in flight, {p['failed']} failed")
     return "\n".join(lines)

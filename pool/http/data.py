@@ -132,7 +132,7 @@ class PoolData:
             frac = mine / total if total > 0 else 0.0
             rows[h] = {"hash": h, "height": c["height"], "time": c["time"], "status": None, "reward": c["reward"],
                        "credited_difficulty": mine, "window_total": total, "fraction": frac,
-                       "reward_share": int(c["reward"] * frac), "payout": {"status": "confirmed", "credited": c["amount"]}}
+                       "reward_share": int(c["reward"] * frac), "payout": {"status": "credited", "credited": c["amount"]}}
         if rows:
             for (t, st), row in zip(rd.block_times(list(rows)), rows.values()):
                 if t is not None:

@@ -107,7 +107,7 @@ def e(x) -> str:
     return escape(str(x), quote=True)
 
 
-STATUS_CLASS = {"confirmed": "ok", "submitted": "ok", "paid": "ok", "mature": "ok", "sent": "ok", "pending": "warn",
+STATUS_CLASS = {"confirmed": "ok", "credited": "ok", "submitted": "ok", "paid": "ok", "mature": "ok", "sent": "ok", "pending": "warn",
                 "immature": "warn", "found": "warn", "orphaned": "bad", "rejected": "bad", "failed": "bad"}
 
 

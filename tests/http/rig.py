@@ -135,7 +135,7 @@ def start(tmp: Path) -> Rig:
 
         def confirmed() -> bool:
             blocks = rig.json("/api/v1/blocks?limit=100")[1]["blocks"]
-            return any(b["payout"] is not None and b["payout"]["status"] == "confirmed" for b in blocks)
+            return any(b["payout"] is not None and b["payout"]["status"] == "credited" for b in blocks)
 
         # a block whose round reached Redis after a pass was imported by the
         # next one and is credited one pass later (seen once in five runs:

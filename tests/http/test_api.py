@@ -298,7 +298,7 @@ def test_address_balance_credits_and_payments(rig):
         by_block = {}
         for c in pay["credits"]:
             by_block[c["block_hash"]] = by_block.get(c["block_hash"], 0) + c["amount"]
-        parts = [b for b in a["blocks"] if b["payout"]["status"] == "confirmed"]
+        parts = [b for b in a["blocks"] if b["payout"]["status"] == "credited"]
         for b in parts:
             assert b["payout"]["credited"] == by_block.get(b["hash"])
     engine.dispose()
@@ -321,7 +321,7 @@ def test_blocks_carry_the_payout_report(rig):
     for b in reported:
         assert b["payout"]["status"] == ledger[b["hash"]]["status"]
         assert b["payout"]["credited"] == ledger[b["hash"]]["credited"]
-    credited = [b for b in reported if b["payout"]["status"] == "confirmed"]
+    credited = [b for b in reported if b["payout"]["status"] == "credited"]
     assert credited and all(b["payout"]["credited"] > 0 and b["payout"]["report_digest"] for b in credited)
     # one block: its credits by address and the stored report
     h = credited[0]["hash"]

@@ -102,7 +102,7 @@ def test_pool_page_then_search_an_address(rig, page_at, shots, size):
     assert "confirmed" in payments.first.inner_text()
     parts = page.locator("#myblocks table.myblocks tbody tr")
     assert parts.count() >= 1
-    assert any("confirmed" in t and "BTC" in t for t in parts.all_inner_texts())
+    assert any("credited" in t and "BTC" in t for t in parts.all_inner_texts())
     assert no_horizontal_scroll(page)
     shot(page, shots, f"miner-{size}")
     assert page.js_errors == []

@@ -43,7 +43,7 @@ def test_status_prints_the_pool_summary(rig):
     assert s["withholding"]["flagged_workers"] == 0 and s["withholding"]["workers_checked"] >= 3
     assert re.match(r"Withholding 0 of \d+ workers and 0 of \d+ addresses flagged \(alpha 0.001;", lines["Withholding"])
     # the ledger's totals
-    assert s["payouts"]["blocks"]["confirmed"] > 0 and s["payouts"]["paid_confirmed"] > 0
+    assert s["payouts"]["blocks"]["credited"] > 0 and s["payouts"]["paid_confirmed"] > 0
     assert re.search(r"blocks \d+ maturing · [1-9]\d* credited · \d+ orphaned · owed .* BTC · paid .* BTC confirmed",
                      lines["Payouts"])
 

@@ -18,7 +18,7 @@ H, OTHER = "aa" * 32, "bb" * 32
     ("pending", NodeView(300, OTHER, known=False), "orphan", 0),
     ("orphaned", NodeView(300, H), "revive", 101),
     ("orphaned", NodeView(300, OTHER), "stay", 0),
-    ("confirmed", NodeView(300, OTHER), "none", 0),
+    ("credited", NodeView(300, OTHER), "none", 0),
 ])
 def test_maturity(status, view, action, conf):
     d = decide(status, H, 200, view, maturity_depth=102)

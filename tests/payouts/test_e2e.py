@@ -74,7 +74,7 @@ def test_blocks_mature_credit_pay_and_verify_with_a_reorg(tmp_path):
         assert {w["address"]: w["difficulty"] for w in b["window"]} == snaps[last].amounts, "the window is untouched"
         confirmed = [h for h in main if h != last]
         for h in confirmed:
-            assert read.block_report(engine, h)["status"] == "confirmed"
+            assert read.block_report(engine, h)["status"] == "credited"
         with engine.connect() as c:
             assert c.execute(sa.text("select count(*) from ledger_entries where block_hash = :h"), {"h": last}).scalar() == 0
         assert not r.zcard("hashcoop:snapshots:unarchived"), "everything archived: Redis may trim"
@@ -88,7 +88,7 @@ def test_blocks_mature_credit_pay_and_verify_with_a_reorg(tmp_path):
         node.rpc("generatetoaddress", 101, OTHER)
         run_once(cfg, env=NO_PAY)
         b = read.block_report(engine, last)
-        assert b["status"] == "confirmed" and b["report"] is not None
+        assert b["status"] == "credited" and b["report"] is not None
         with engine.connect() as c:
             per = dict(c.execute(sa.text("select address, count(*) from ledger_entries where block_hash = :h group by address"), {"h": last}).all())
         assert per and set(per.values()) == {1}, "credited once"

@@ -109,7 +109,7 @@ def test_credit_once_with_audit_and_invariants(ledger):
     hist = read.address_history(ledger.engine, A)
     assert [(e["kind"], e["delta"], e["balance_after"]) for e in hist] == [("credit", split.credits[A], split.credits[A])]
     rep = read.block_report(ledger.engine, snap.hash)
-    assert rep["status"] == "confirmed" and rep["report"]["credits"][0]["address"] == A
+    assert rep["status"] == "credited" and rep["report"]["credits"][0]["address"] == A
     assert report_digest(rep["report"]) == rep["report_digest"]
 
 
@@ -196,4 +196,4 @@ def test_read_api_block_lists_and_miner_view(db, ledger):
     assert read.address_summary(reader, C)["pending_blocks"] == 1
     assert read.address_summary(reader, "bcrt1qnobody") is None
     assert read.block_report(reader, h("none")) is None
-    assert json.loads(json.dumps(read.pool_summary(reader)))["blocks"] == {"pending": 1, "confirmed": 1, "orphaned": 0}
+    assert json.loads(json.dumps(read.pool_summary(reader)))["blocks"] == {"pending": 1, "credited": 1, "orphaned": 0}

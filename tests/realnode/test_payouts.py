@@ -78,7 +78,7 @@ def test_minimum_batches_and_both_fee_payers_through_cores_wallet(tmp_path, core
     below, at = sorted(want1, key=want1.get)[:2]
     assert want1[below] < want1[at]
     payouts("run", "--once", env={"HASHCOOP__PAYOUTS__MIN_PAYOUT_SAT": str(want1[at])})
-    assert [b["hash"] for b in read.blocks(engine, status="confirmed", limit=100)][::-1] == first
+    assert [b["hash"] for b in read.blocks(engine, status="credited", limit=100)][::-1] == first
     pays1 = read.payments(engine)[::-1]
     assert [p["status"] for p in pays1] == ["sent", "sent"], pays1
     assert [len(outputs(p["id"])) for p in pays1] == [2, 1], "three payees, two at most a transaction"

@@ -115,7 +115,7 @@ def test_reorg_orphans_a_pool_block_and_a_heavier_branch_brings_it_back(tmp_path
     node.rpc("generatetoaddress", 98, OTHER)
     payouts("run", "--once", env=NO_PAY)
     for h in main:
-        assert read.block_report(engine, h)["status"] == "confirmed", h
+        assert read.block_report(engine, h)["status"] == "credited", h
     for h in set(snaps) - set(main):  # found, but a sibling won the height: never credited
         rep = read.block_report(engine, h)
         assert rep["status"] == "orphaned" and rep["credits"] == [], rep
@@ -139,7 +139,7 @@ def test_reorg_orphans_a_pool_block_and_a_heavier_branch_brings_it_back(tmp_path
     node.rpc("reconsiderblock", first)
     assert node.rpc("getblockhash", snaps[first].height) != first
     payouts("run", "--once", env=NO_PAY)
-    assert all(read.block_report(engine, h)["status"] == "confirmed" for h in main)
+    assert all(read.block_report(engine, h)["status"] == "credited" for h in main)
     assert {a: read.address_summary(engine, a) for a in expect} == balances
     payouts("check")
     for h in raced:
