@@ -110,8 +110,97 @@ class BlockSnapshot:
                    s.entry_shares, s.time, s.created, s.finder_address, s.finder_worker, dict(s.amounts))
 
 
-def _row(r) -> dict:
-    return dict(r._mapping)
+# -- typed rows (what the ledger's reads return) -------------------------------------------
+@dataclass(frozen=True, slots=True)
+class LedgerBlock:
+    """A ``blocks`` row (tests/payouts/test_ledger.py checks the fields
+    against the table)."""
+
+    hash: str
+    height: int
+    status: BlockState
+    status_reason: str | None
+    reward: int
+    reward_source: str  # "node" or "pool" (the pool's claim, the node not asked yet)
+    finder_address: str
+    finder_worker: str
+    found_time: float
+    imported_time: float
+    checked_time: float | None
+    confirmations: int | None
+    credited_time: float | None
+    orphan_count: int
+    seq: int
+    log_from: int
+    floor_seq: int
+    first_seq: int | None
+    first_credit: float | None
+    partial: bool
+    n_target: float
+    window_total: float
+    complete: bool
+    network_difficulty: float
+    window_factor: float
+    window_difficulty: float
+    entry_shares: int
+    share_time: float
+    snapshot_created: float
+    fee_percent: str | None
+    fee_sat: int | None
+    fee_address: str | None
+    report_json: str | None
+    report_digest: str | None
+
+    @classmethod
+    def of(cls, r) -> "LedgerBlock":
+        m = r._mapping
+        return cls(**{**m, "status": BlockState(m["status"]), "partial": bool(m["partial"]), "complete": bool(m["complete"])})
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentRow:
+    """A ``payments`` row."""
+
+    id: int
+    status: PaymentState
+    fee_payer: str
+    created: float
+    updated: float
+    txid: str | None
+    raw_tx: str | None
+    fee_sat: int | None
+    total_sat: int
+    error: str | None
+    signed_time: float | None
+    sent_time: float | None
+    confirmed_time: float | None
+    block_hash: str | None
+    confirmations: int | None
+    broadcasts: int
+
+    @classmethod
+    def of(cls, r) -> "PaymentRow":
+        m = r._mapping
+        return cls(**{**m, "status": PaymentState(m["status"])})
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRow:
+    """The ``lease`` row: who holds the single-instance lease, until when."""
+
+    name: str
+    holder: str
+    acquired: float
+    expires: float
+
+
+@dataclass(frozen=True, slots=True)
+class CreditRow:
+    """One credit of a block: ``kind`` is ``share`` or ``fee``."""
+
+    address: str
+    kind: str
+    amount: int
 
 
 class Ledger:
@@ -146,10 +235,10 @@ class Ledger:
         with self.engine.begin() as c:
             c.execute(delete(Lease).where(and_(Lease.name == LEASE_NAME, Lease.holder == self.holder)))
 
-    def lease(self) -> dict | None:
+    def lease(self) -> LeaseRow | None:
         with self.engine.connect() as c:
             r = c.execute(select(Lease.__table__).where(Lease.name == LEASE_NAME)).first()
-            return _row(r) if r else None
+            return LeaseRow(**r._mapping) if r else None
 
     def _fence(self, c: Connection) -> None:
         row = c.execute(select(Lease.holder, Lease.expires).where(Lease.name == LEASE_NAME).with_for_update()).first()
@@ -222,18 +311,18 @@ class Ledger:
                     c.execute(Share.__table__.insert(), rows[i:i + 2000])
             return True
 
-    def block(self, block_hash: str) -> dict | None:
+    def block(self, block_hash: str) -> LedgerBlock | None:
         with self.engine.connect() as c:
             r = c.execute(select(Block.__table__).where(Block.hash == block_hash)).first()
-            return _row(r) if r else None
+            return LedgerBlock.of(r) if r else None
 
     def window(self, block_hash: str) -> dict[str, float]:
         with self.engine.connect() as c:
             return {a: d for a, d in c.execute(select(WindowAmount.address, WindowAmount.difficulty).where(WindowAmount.block_hash == block_hash))}
 
-    def credits(self, block_hash: str) -> list[dict]:
+    def credits(self, block_hash: str) -> list[CreditRow]:
         with self.engine.connect() as c:
-            return [_row(r) for r in c.execute(select(Credit.address, Credit.kind, Credit.amount).where(Credit.block_hash == block_hash).order_by(Credit.address, Credit.kind))]
+            return [CreditRow(*r) for r in c.execute(select(Credit.address, Credit.kind, Credit.amount).where(Credit.block_hash == block_hash).order_by(Credit.address, Credit.kind))]
 
     def archived_shares(self, first_seq: int, last_seq: int) -> list[LoggedShare]:
         """Archived shares first_seq..last_seq in order; LookupError if any is missing."""
@@ -244,13 +333,13 @@ class Ledger:
             raise LookupError(f"the archive holds {len(out)} of shares {first_seq}..{last_seq}")
         return out
 
-    def blocks_to_check(self, tip_height: int, recheck_depth: int) -> list[dict]:
+    def blocks_to_check(self, tip_height: int, recheck_depth: int) -> list[LedgerBlock]:
         """Pending blocks, and orphaned ones still worth re-checking."""
         with self.engine.connect() as c:
-            q = select(Block.hash, Block.height, Block.status, Block.reward, Block.reward_source).where(or_(
+            q = select(Block.__table__).where(or_(
                 Block.status == BlockState.PENDING,
                 and_(Block.status == BlockState.ORPHANED, Block.height > tip_height - recheck_depth))).order_by(Block.height, Block.hash)
-            return [_row(r) for r in c.execute(q)]
+            return [LedgerBlock.of(r) for r in c.execute(q)]
 
     def record_check(self, block_hash: str, status: str, confirmations: int, reason: str | None = None, *,
                      reward: int | None = None) -> None:
@@ -306,10 +395,10 @@ class Ledger:
             return [(a, v) for a, v in c.execute(select(Balance.address, Balance.owed).where(
                 and_(Balance.owed >= min_payout, Balance.hold_reason.is_(None))).order_by(Balance.address))]
 
-    def unresolved_payments(self) -> list[dict]:
+    def unresolved_payments(self) -> list[PaymentRow]:
         with self.engine.connect() as c:
             rows = c.execute(select(Payment.__table__).where(Payment.status.in_((PaymentState.INTENT, PaymentState.SIGNED, PaymentState.SENT))).order_by(Payment.id)).all()
-            return [_row(r) for r in rows]
+            return [PaymentRow.of(r) for r in rows]
 
     def create_intent(self, payees: Sequence[Payee], fee_payer: str) -> int:
         """Step 1: record what is about to be paid. Refused while another

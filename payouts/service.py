@@ -1,5 +1,6 @@
-"""The payout process: the one wiring point (``build_payouts``) and the
-Twisted service that runs a pass every ``payouts.interval`` seconds:
+"""The payout process: the Twisted service that runs a pass every
+``payouts.interval`` seconds (its wiring point is
+``hashcoop.pool.app.payouts.build_payouts``):
 
 1. **lease**: take or renew the single-instance lease (a standby process
    waits here until the holder's lease expires or the holder dies);
@@ -17,8 +18,10 @@ Twisted service that runs a pass every ``payouts.interval`` seconds:
    crash-safe sequence intent -> fund and sign -> store signed transaction
    and debits -> broadcast -> mark sent (-> confirmed in a later pass).
 
-Every database call runs on the service's own thread pool
-(``deferToThreadPool``), every Redis call too; the reactor never blocks.
+Every database call goes through the ledger connector
+(``hashcoop.payouts.connector.LedgerConnector``), whose methods return
+Deferreds and run on the service's own thread pool; every Redis call runs
+there too (``PayoutEngine.in_thread``); the reactor never blocks.
 ``fault`` is called with a step name after each step of the payment
 sequence (``intent``, ``signed``, ``stored``, ``broadcast``, ``sent``,
 ``confirmed``); the CLI's fault hook kills the process there (crash tests).
@@ -38,7 +41,8 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from hashcoop.payouts import read
-from hashcoop.payouts.ledger import BlockSnapshot, LeaseLost, Ledger, LedgerError
+from hashcoop.payouts.connector import LedgerConnector
+from hashcoop.payouts.ledger import BlockSnapshot, LeaseLost, Ledger, LedgerBlock, LedgerError
 from hashcoop.payouts.maturity import NodeView, decide
 from hashcoop.payouts.payments import Payee, TxView, check_funded, plan_batches, reconcile
 from hashcoop.payouts.pplns import build_report, canonical_json, report_digest, split_reward
@@ -102,7 +106,7 @@ class PayoutEngine:
     """One pass of the payout process; every step is also callable alone
     (tests drive them one by one)."""
 
-    def __init__(self, *, reactor, ledger: Ledger, threads: ThreadPool, node: NodeClient, wallet: NodeClient,
+    def __init__(self, *, reactor, ledger: LedgerConnector, threads: ThreadPool, node: NodeClient, wallet: NodeClient,
                  settings: Settings, sharelog=None, redis=None, redis_keys=None, metrics=None,
                  fault: Callable[[str], None] | None = None):
         self.reactor = reactor
@@ -119,7 +123,9 @@ class PayoutEngine:
         self.pool_script = address_to_script(settings.pool_address, settings.network)
         self._mine_cache: dict[str, bool] = {}
 
-    def db(self, fn, *args, **kw) -> defer.Deferred:
+    def in_thread(self, fn, *args, **kw) -> defer.Deferred:
+        """A blocking Redis call on the payout threads (the ledger's go
+        through ``self.ledger``, the connector, which hops on its own)."""
         return deferToThreadPool(self.reactor, self.threads, fn, *args, **kw)
 
     # -- a pass ------------------------------------------------------------------------
@@ -137,28 +143,28 @@ class PayoutEngine:
     async def import_blocks(self) -> int:
         if self.sharelog is None:
             return 0
-        hashes = [h.decode() if isinstance(h, bytes) else h for h in await self.db(self.redis.zrange, self.keys.unarchived, 0, -1)]
+        hashes = [h.decode() if isinstance(h, bytes) else h for h in await self.in_thread(self.redis.zrange, self.keys.unarchived, 0, -1)]
         if not hashes:
             return 0
-        known = await self.db(self.ledger.known_blocks, hashes)
+        known = await self.ledger.known_blocks(hashes)
         n = 0
         for h in hashes:
             if h not in known:
-                snap = await self.db(self.sharelog.snapshot, h)
+                snap = await self.in_thread(self.sharelog.snapshot, h)
                 if snap is None:
                     log.error("block %s is listed un-archived but Redis has no snapshot for it", h)
                     continue
                 try:
-                    shares = await self.db(self.sharelog.window_shares, snap)
+                    shares = await self.in_thread(self.sharelog.window_shares, snap)
                 except LookupError as e:
                     log.error("block %s: cannot archive its window: %s", h, e)
                     continue
-                claim = await self.db(self.redis.hget, self.keys.block(h), "reward")
+                claim = await self.in_thread(self.redis.hget, self.keys.block(h), "reward")
                 reward = int(claim) if claim else 0
-                if await self.db(self.ledger.import_block, BlockSnapshot.from_snapshot(snap), shares, reward=reward, reward_source="pool"):
+                if await self.ledger.import_block(BlockSnapshot.from_snapshot(snap), shares, reward=reward, reward_source="pool"):
                     n += 1
                     log.info("block %d %s imported: window of %d addresses, %d shares archived", snap.height, h, len(snap.amounts), len(shares))
-            await self.db(self.sharelog.mark_archived, h)
+            await self.in_thread(self.sharelog.mark_archived, h)
         return n
 
     # -- 3. maturity ------------------------------------------------------------------------
@@ -203,26 +209,26 @@ class PayoutEngine:
 
     async def check_maturity(self) -> dict[str, int]:
         tip = await self.node.call("getblockcount")
-        rows = await self.db(self.ledger.blocks_to_check, tip, self.s.orphan_recheck_depth)
+        rows = await self.ledger.blocks_to_check(tip, self.s.orphan_recheck_depth)
         done = {"credit": 0, "orphan": 0, "revive": 0}
         for b in rows:
-            view = await self._view(b["hash"], b["height"], tip)
-            d = decide(b["status"], b["hash"], b["height"], view, self.s.maturity_depth)
+            view = await self._view(b.hash, b.height, tip)
+            d = decide(b.status, b.hash, b.height, view, self.s.maturity_depth)
             if d.action == "credit":
-                await self.credit(b["hash"], d.confirmations)
+                await self.credit(b.hash, d.confirmations)
                 done["credit"] += 1
             elif d.action == "wait":
                 reward = None
-                if b["reward_source"] != "node":
-                    reward = await self.coinbase_value(b["hash"])
-                await self.db(self.ledger.record_check, b["hash"], BlockState.PENDING, d.confirmations, None, reward=reward)
+                if b.reward_source != "node":
+                    reward = await self.coinbase_value(b.hash)
+                await self.ledger.record_check(b.hash, BlockState.PENDING, d.confirmations, None, reward=reward)
             elif d.action == "orphan":
-                log.warning("block %d %s orphaned: %s", b["height"], b["hash"], d.reason)
-                await self.db(self.ledger.record_check, b["hash"], BlockState.ORPHANED, 0, d.reason)
+                log.warning("block %d %s orphaned: %s", b.height, b.hash, d.reason)
+                await self.ledger.record_check(b.hash, BlockState.ORPHANED, 0, d.reason)
                 done["orphan"] += 1
             elif d.action == "revive":
-                log.info("block %d %s is back in the main chain (%d confirmations)", b["height"], b["hash"], d.confirmations)
-                await self.db(self.ledger.record_check, b["hash"], BlockState.PENDING, d.confirmations, d.reason)
+                log.info("block %d %s is back in the main chain (%d confirmations)", b.height, b.hash, d.confirmations)
+                await self.ledger.record_check(b.hash, BlockState.PENDING, d.confirmations, d.reason)
                 done["revive"] += 1
         return done
 
@@ -230,18 +236,18 @@ class PayoutEngine:
         reward = await self.coinbase_value(block_hash)
         if reward <= 0:
             log.error("block %s: its coinbase pays nothing to the pool's wallet; not credited", block_hash)
-            await self.db(self.ledger.record_check, block_hash, BlockState.ORPHANED, 0, "the coinbase pays nothing to the pool's wallet")
+            await self.ledger.record_check(block_hash, BlockState.ORPHANED, 0, "the coinbase pays nothing to the pool's wallet")
             return False
-        b = await self.db(self.ledger.block, block_hash)
-        window = await self.db(self.ledger.window, block_hash)
+        b = await self.ledger.block(block_hash)
+        window = await self.ledger.window(block_hash)
         split = split_reward(reward, window, self.s.fee_percent)
         report = build_report(block=report_block(b), window=window, split=split, fee_address=self.s.fee_address)
         credits = [(c["address"], c["kind"], c["amount"]) for c in report["credits"]]
-        ok = await self.db(self.ledger.credit_block, block_hash, reward=reward, confirmations=confirmations,
+        ok = await self.ledger.credit_block(block_hash, reward=reward, confirmations=confirmations,
                            fee_percent=split.fee_percent, fee_sat=split.fee, fee_address=self.s.fee_address, credits=credits,
                            report_json=canonical_json(report).decode(), digest=report_digest(report))
         if ok:
-            log.info("block %d %s credited: %d sat to %d addresses, fee %d sat", b["height"], block_hash, split.distributed,
+            log.info("block %d %s credited: %d sat to %d addresses, fee %d sat", b.height, block_hash, split.distributed,
                      len(split.credits), split.fee)
         return ok
 
@@ -264,31 +270,31 @@ class PayoutEngine:
         return TxView(confs, in_mempool, block)
 
     async def reconcile_payments(self) -> None:
-        for p in await self.db(self.ledger.unresolved_payments):
-            if p["status"] == PaymentState.INTENT:
-                log.warning("payment %d: an intent that was never signed and stored; abandoned (no money moved)", p["id"])
-                await self.db(self.ledger.abandon, p["id"], "not signed and stored before the payout process stopped")
+        for p in await self.ledger.unresolved_payments():
+            if p.status == PaymentState.INTENT:
+                log.warning("payment %d: an intent that was never signed and stored; abandoned (no money moved)", p.id)
+                await self.ledger.abandon(p.id, "not signed and stored before the payout process stopped")
                 continue
-            view = await self.tx_view(p["txid"])
-            action = reconcile(p["status"], view, self.s.payment_confirmations)
+            view = await self.tx_view(p.txid)
+            action = reconcile(p.status, view, self.s.payment_confirmations)
             if action == "confirm":
-                await self.db(self.ledger.mark_confirmed, p["id"], view.wallet_confirmations, view.block_hash)
-                log.info("payment %d %s confirmed (%d confirmations)", p["id"], p["txid"], view.wallet_confirmations)
+                await self.ledger.mark_confirmed(p.id, view.wallet_confirmations, view.block_hash)
+                log.info("payment %d %s confirmed (%d confirmations)", p.id, p.txid, view.wallet_confirmations)
                 if self.metrics is not None:
                     self.metrics.payments_confirmed.inc()
                 self.fault("confirmed")
             elif action == "sent":
-                if p["status"] == PaymentState.SIGNED:
-                    await self.db(self.ledger.mark_sent, p["id"])
+                if p.status == PaymentState.SIGNED:
+                    await self.ledger.mark_sent(p.id)
                     self.fault("sent")
-                if view.wallet_confirmations is not None and view.wallet_confirmations != p["confirmations"]:
-                    await self.db(self.ledger.set_payment_confirmations, p["id"], view.wallet_confirmations, view.block_hash)
+                if view.wallet_confirmations is not None and view.wallet_confirmations != p.confirmations:
+                    await self.ledger.set_payment_confirmations(p.id, view.wallet_confirmations, view.block_hash)
             elif action == "broadcast":
-                await self.broadcast(p["id"], p["txid"], p["raw_tx"], again=True)
+                await self.broadcast(p.id, p.txid, p.raw_tx, again=True)
             elif action == "fail":
-                log.error("payment %d %s conflicted %d blocks deep: it can never confirm; balances given back", p["id"], p["txid"],
+                log.error("payment %d %s conflicted %d blocks deep: it can never confirm; balances given back", p.id, p.txid,
                           -view.wallet_confirmations)
-                await self.db(self.ledger.mark_failed, p["id"], f"conflicted {-view.wallet_confirmations} blocks deep")
+                await self.ledger.mark_failed(p.id, f"conflicted {-view.wallet_confirmations} blocks deep")
                 if self.metrics is not None:
                     self.metrics.payments_failed.inc()
 
@@ -302,15 +308,15 @@ class PayoutEngine:
                 got = txid
             else:
                 log.error("payment %d %s: the node refused the stored transaction: %s", payment_id, txid, e)
-                await self.db(self.ledger.note_broadcast, payment_id, str(e))
+                await self.ledger.note_broadcast(payment_id, str(e))
                 if self.metrics is not None:
                     self.metrics.payment_errors.labels(kind="broadcast").inc()
                 return False
         if got != txid:
             raise LedgerError(f"payment {payment_id}: the node says txid {got}, the ledger {txid}")
         self.fault("broadcast")
-        await self.db(self.ledger.note_broadcast, payment_id, None)
-        await self.db(self.ledger.mark_sent, payment_id)
+        await self.ledger.note_broadcast(payment_id, None)
+        await self.ledger.mark_sent(payment_id)
         if again:
             log.warning("payment %d %s broadcast again (stored transaction)", payment_id, txid)
         if self.metrics is not None:
@@ -320,11 +326,11 @@ class PayoutEngine:
 
     # -- 5. pay -----------------------------------------------------------------------------------------
     async def pay(self) -> int:
-        open_ = await self.db(self.ledger.unresolved_payments)
-        if any(p["status"] in (PaymentState.INTENT, PaymentState.SIGNED) for p in open_):
+        open_ = await self.ledger.unresolved_payments()
+        if any(p.status in (PaymentState.INTENT, PaymentState.SIGNED) for p in open_):
             log.warning("a stored payment is not broadcast yet; no new payments this pass")
             return 0
-        balances = await self.db(self.ledger.payable, self.s.min_payout)
+        balances = await self.ledger.payable(self.s.min_payout)
         sent = 0
         for batch in plan_batches(balances, self.s.min_payout, self.s.max_outputs):
             try:
@@ -337,7 +343,7 @@ class PayoutEngine:
 
     async def _hold(self, address: str, reason: str) -> None:
         log.error("payee %s set aside: %s (its balance stays owed; `hashcoop payouts release %s` after fixing)", address, reason, address)
-        await self.db(self.ledger.hold, address, reason)
+        await self.ledger.hold(address, reason)
 
     async def pay_batch(self, batch: list[Payee]) -> bool:
         payees = []
@@ -360,7 +366,7 @@ class PayoutEngine:
             break
         if not payees:
             return False
-        pid = await self.db(self.ledger.create_intent, payees, self.s.fee_payer)
+        pid = await self.ledger.create_intent(payees, self.s.fee_payer)
         self.fault("intent")
         opts: dict = {"changePosition": len(payees)}
         if self.s.fee_rate > 0:
@@ -373,12 +379,12 @@ class PayoutEngine:
             funded = await self.wallet.call("fundrawtransaction", raw, opts)
             signed = await self.wallet.call("signrawtransactionwithwallet", funded["hex"])
         except RPCError as e:
-            await self.db(self.ledger.abandon, pid, f"wallet: {e}")
+            await self.ledger.abandon(pid, f"wallet: {e}")
             if self.metrics is not None:
                 self.metrics.payment_errors.labels(kind="funds" if e.code in (-4, -6) else "wallet").inc()
             raise PaymentStop(f"payment {pid}: wallet: {e}") from None
         if not signed.get("complete"):
-            await self.db(self.ledger.abandon, pid, f"wallet could not sign: {signed.get('errors')}")
+            await self.ledger.abandon(pid, f"wallet could not sign: {signed.get('errors')}")
             raise PaymentStop(f"payment {pid}: the wallet could not sign all inputs: {signed.get('errors')}")
         self.fault("signed")
         tx, _ = parse_tx(bytes.fromhex(signed["hex"]))
@@ -386,13 +392,13 @@ class PayoutEngine:
         scripts = [address_to_script(p.address, self.s.network) for p in payees]
         problems = check_funded(payees, scripts, tx.outputs, fee, self.s.fee_payer, self.s.max_tx_fee)
         if problems:
-            await self.db(self.ledger.abandon, pid, "; ".join(problems))
+            await self.ledger.abandon(pid, "; ".join(problems))
             if self.metrics is not None:
                 self.metrics.payment_errors.labels(kind="check").inc()
             raise PaymentStop(f"payment {pid}: the funded transaction is not what was intended: {'; '.join(problems)}")
         txid = hash_to_hex(tx.txid)
         outputs = [(p.address, tx.outputs[i][0], i) for i, p in enumerate(payees)]
-        await self.db(self.ledger.store_signed, pid, raw_tx=signed["hex"], txid=txid, fee_sat=fee, outputs=outputs)
+        await self.ledger.store_signed(pid, raw_tx=signed["hex"], txid=txid, fee_sat=fee, outputs=outputs)
         self.fault("stored")
         log.info("payment %d %s: %d payees, %d sat, fee %d sat (%s pay it)", pid, txid, len(payees), sum(p.owed for p in payees), fee, self.s.fee_payer)
         if not await self.broadcast(pid, txid, signed["hex"]):
@@ -403,7 +409,7 @@ class PayoutEngine:
         if self.metrics is None:
             return
 
-        s = await self.db(read.pool_summary, self.ledger.engine)
+        s = await self.ledger.run(read.pool_summary, self.ledger.engine)
         m = self.metrics
         for k, v in s["blocks"].items():
             m.payout_blocks.labels(status=k).set(v)
@@ -445,13 +451,13 @@ def _first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
-def report_block(b: dict) -> dict:
+def report_block(b: LedgerBlock) -> dict:
     """The ledger's block row in the shape ``build_report`` takes."""
-    return {"hash": b["hash"], "height": b["height"], "finder_address": b["finder_address"], "finder_worker": b["finder_worker"],
-            "time": b["share_time"], "n_target": b["n_target"], "window_total": b["window_total"], "complete": b["complete"],
-            "first_seq": b["first_seq"], "seq": b["seq"], "partial": b["first_credit"] if b["partial"] else None,
-            "network_difficulty": b["network_difficulty"], "window_factor": b["window_factor"],
-            "window_difficulty": b["window_difficulty"], "floor_seq": b["floor_seq"]}
+    return {"hash": b.hash, "height": b.height, "finder_address": b.finder_address, "finder_worker": b.finder_worker,
+            "time": b.share_time, "n_target": b.n_target, "window_total": b.window_total, "complete": b.complete,
+            "first_seq": b.first_seq, "seq": b.seq, "partial": b.first_credit if b.partial else None,
+            "network_difficulty": b.network_difficulty, "window_factor": b.window_factor,
+            "window_difficulty": b.window_difficulty, "floor_seq": b.floor_seq}
 
 
 class PayoutService(Service):
@@ -485,14 +491,14 @@ class PayoutService(Service):
         self._renew.start(max(1.0, self.lease_ttl / 3), now=False).addErrback(lambda f: log.error("lease renewal: %s", f.getTraceback()))
 
     async def _acquire(self) -> bool:
-        got = await self.engine.db(self.engine.ledger.acquire_lease, self.lease_ttl)
+        got = await self.engine.ledger.acquire_lease(self.lease_ttl)
         if got and not self.has_lease:
             log.info("payout lease acquired (%s)", self.engine.ledger.holder)
         if not got:
             if self.has_lease or not self._waiting_logged:
-                lease = await self.engine.db(self.engine.ledger.lease)
+                lease = await self.engine.ledger.lease()
                 log.warning("another payout process holds the lease (%s, until %s); waiting as a standby",
-                            lease and lease["holder"], lease and time.strftime("%H:%M:%S", time.localtime(lease["expires"])))
+                            lease and lease.holder, lease and time.strftime("%H:%M:%S", time.localtime(lease.expires)))
                 self._waiting_logged = True
         self.has_lease = got
         if self.engine.metrics is not None:
@@ -562,7 +568,7 @@ class PayoutService(Service):
 
         def release(_):
             if self.has_lease:
-                return self.engine.db(self.engine.ledger.release_lease)
+                return self.engine.ledger.release_lease()
 
         def stop_threads(_):
             self.engine.threads.stop()
@@ -580,6 +586,6 @@ class Payouts:
 
     service: PayoutService
     engine: PayoutEngine
-    ledger: Ledger
+    ledger: Ledger  # the blocking ledger (the CLI and tests; the engine has the connector)
     metrics: object
     config: object

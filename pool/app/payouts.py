@@ -7,6 +7,7 @@ from typing import Callable
 
 from twisted.python.threadpool import ThreadPool
 
+from hashcoop.payouts.connector import LedgerConnector
 from hashcoop.payouts.db import make_engine
 from hashcoop.payouts.ledger import Ledger
 from hashcoop.payouts.service import PayoutEngine, Payouts, PayoutService, Settings
@@ -50,7 +51,7 @@ def build_payouts(config, reactor, *, engine=None, metrics=None, fault: Callable
         redis = redis_client(rc.url, socket_timeout=max(rc.socket_timeout, 10.0), connect_timeout=rc.connect_timeout)
         sharelog = ShareLogReader(redis, rc.prefix)
         keys = Keys(rc.prefix)
-    eng = PayoutEngine(reactor=reactor, ledger=ledger, threads=pool, node=node, wallet=wallet, settings=Settings.from_config(config),
+    eng = PayoutEngine(reactor=reactor, ledger=LedgerConnector(ledger, reactor, pool), threads=pool, node=node, wallet=wallet, settings=Settings.from_config(config),
                        sharelog=sharelog, redis=redis, redis_keys=keys, metrics=metrics, fault=fault)
     svc = PayoutService(eng, clock=reactor, interval=config.payouts.interval, lease_ttl=config.payouts.lease_ttl, once=once, on_done=on_done)
     return Payouts(svc, eng, ledger, metrics, config)

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+from dataclasses import asdict, fields
 
 import pytest
 
 from hashcoop.payouts import read
-from hashcoop.payouts.ledger import LeaseLost, Ledger, LedgerError, make_holder
+from hashcoop.payouts.ledger import LeaseLost, LeaseRow, Ledger, LedgerBlock, LedgerError, PaymentRow, make_holder
+from hashcoop.payouts.models import Block, Lease, Payment
 from hashcoop.payouts.payments import Payee
 from hashcoop.payouts.pplns import build_report, canonical_json, report_digest, split_reward
+from hashcoop.payouts.states import BlockState, PaymentState
 from tests.payouts.helpers import FakeClock, h, shares_for, snapshot_for
 
 A, B, C = "bcrt1qaaaa", "bcrt1qbbbb", "bcrt1qcccc"
@@ -33,7 +36,7 @@ def credit(ledger, block_hash, reward=5_000_000_000, fee="1"):
     window = ledger.window(block_hash)
     split = split_reward(reward, window, fee)
     b = ledger.block(block_hash)
-    rep = build_report(block={**b, "hash": block_hash, "time": b["found_time"], "partial": None}, window=window, split=split, fee_address=None)
+    rep = build_report(block={**asdict(b), "hash": block_hash, "time": b.found_time, "partial": None}, window=window, split=split, fee_address=None)
     return ledger.credit_block(block_hash, reward=reward, confirmations=101, fee_percent=split.fee_percent, fee_sat=split.fee,
                                fee_address=None, credits=[(a, "share", v) for a, v in split.credits.items()],
                                report_json=canonical_json(rep).decode(), digest=report_digest(rep)), split
@@ -60,7 +63,7 @@ def test_lease_is_exclusive_and_fences_every_write(db, clock):
         import_one(one)  # the stalled process's writes are refused
     assert one.block(h("b1")) is None
     import_one(two)
-    assert two.block(h("b1"))["status"] == "pending"
+    assert two.block(h("b1")).status == "pending"
 
 
 def _child_holder(q):
@@ -104,7 +107,7 @@ def test_credit_once_with_audit_and_invariants(ledger):
     assert not again, "a block is credited once"
     s = read.address_summary(ledger.engine, A)
     assert s["owed"] == s["credited"] == split.credits[A] and s["paid"] == 0
-    assert sum(c["amount"] for c in ledger.credits(snap.hash)) + split.fee == 5_000_000_000
+    assert sum(c.amount for c in ledger.credits(snap.hash)) + split.fee == 5_000_000_000
     assert ledger.check_invariants() == []
     hist = read.address_history(ledger.engine, A)
     assert [(e["kind"], e["delta"], e["balance_after"]) for e in hist] == [("credit", split.credits[A], split.credits[A])]
@@ -116,12 +119,12 @@ def test_credit_once_with_audit_and_invariants(ledger):
 def test_orphan_and_revive_never_credit(ledger):
     snap = import_one(ledger)
     ledger.record_check(snap.hash, "orphaned", 0, "another block at 200")
-    assert ledger.blocks_to_check(tip_height=300, recheck_depth=1000)[0]["status"] == "orphaned"
+    assert ledger.blocks_to_check(tip_height=300, recheck_depth=1000)[0].status == "orphaned"
     assert ledger.blocks_to_check(tip_height=1300, recheck_depth=1000) == []
     assert read.address_summary(ledger.engine, A) is None, "an orphan credits nobody"
     ledger.record_check(snap.hash, "pending", 5)
     b = ledger.block(snap.hash)
-    assert b["status"] == "pending" and b["orphan_count"] == 1
+    assert b.status == "pending" and b.orphan_count == 1
     assert credit(ledger, snap.hash)[0]
     with pytest.raises(LedgerError):
         ledger.record_check(snap.hash, "orphaned", 0)
@@ -197,3 +200,21 @@ def test_read_api_block_lists_and_miner_view(db, ledger):
     assert read.address_summary(reader, "bcrt1qnobody") is None
     assert read.block_report(reader, h("none")) is None
     assert json.loads(json.dumps(read.pool_summary(reader)))["blocks"] == {"pending": 1, "credited": 1, "orphaned": 0}
+
+
+def test_the_typed_rows_hold_every_column_of_their_table(ledger):
+    """LedgerBlock and PaymentRow carry every column of blocks and payments,
+    statuses as their StrEnums; LeaseRow the lease's; CreditRow a credit."""
+    for row, table in ((LedgerBlock, Block), (PaymentRow, Payment), (LeaseRow, Lease)):
+        assert [f.name for f in fields(row)] == [c.name for c in table.__table__.columns]
+    snap = import_one(ledger)
+    b = ledger.block(snap.hash)
+    assert type(b.status) is BlockState and b.status is BlockState.PENDING and b.partial is False and b.height == 200
+    assert [type(x) for x in ledger.blocks_to_check(300, 1000)] == [LedgerBlock]
+    assert ledger.lease().holder == ledger.holder
+    _, split = credit(ledger, snap.hash)
+    assert ledger.block(snap.hash).status is BlockState.CREDITED
+    assert {(c.address, c.kind, c.amount) for c in ledger.credits(snap.hash)} == {(a, "share", v) for a, v in split.credits.items()}
+    pid = ledger.create_intent([Payee(A, split.credits[A])], "pool")
+    (p,) = ledger.unresolved_payments()
+    assert (p.id, p.status, p.total_sat, p.txid) == (pid, PaymentState.INTENT, split.credits[A], None)
