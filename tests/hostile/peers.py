@@ -103,13 +103,15 @@ def feed(host: str, port: int, cls: str, total: int, *, read: bool = True, src: 
         quiet_since = None
         while ended is None:
             if out["sent"] >= total:  # all sent on a live connection: let the pool finish, read to the end
+                reset = False
                 if read:
                     try:
                         s.shutdown(socket.SHUT_WR)
-                    except OSError:  # ENOTCONN: the pool reset it as the last bytes went (CI run 4 at 8392b1c)
-                        ended = "reset"
-                        break
+                    except OSError:  # ENOTCONN: the pool reset it as the last bytes went (CI at 8392b1c and 76ffe80)
+                        reset = True  # what it sent before the reset is still queued here: read it
                 ended = _drain(s, out, rbuf, timeout)
+                if reset:
+                    ended = "reset"
                 break
             if not pending:
                 chunk, n = [], 0
@@ -179,7 +181,7 @@ def _drain(s: socket.socket, out: dict, rbuf: bytes, timeout: float) -> str:
         except BlockingIOError:
             continue
         except OSError as e:
-            return "reset" if e.errno == errno.ECONNRESET else f"error-{e.errno}"
+            return "reset" if e.errno in (errno.ECONNRESET, errno.ENOTCONN) else f"error-{e.errno}"
         if not data:
             return "eof"
         out["received"] += len(data)
